@@ -1,0 +1,1 @@
+"""Diffusion Forcing algorithms: maths, backbones, sampler and the LightningModule."""

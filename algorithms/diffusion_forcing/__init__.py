@@ -1,0 +1,1 @@
+"""Causal recurrent Diffusion Forcing (Chen et al., NeurIPS 2024)."""

@@ -1,0 +1,125 @@
+"""Residual MLP + GRU stack for vector tokens (planning, time series, 2-D trajectories; method.md §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import InitialState, LevelEmbedding, RecurrentBackbone
+
+
+class ResidualBlock(nn.Module):
+    """``act(shortcut(h) + Linear-GELU-Linear(h))``."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.shortcut = nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
+        self.body = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        self.act = nn.GELU()
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.act(self.shortcut(h) + self.body(h))
+
+
+class RecurrentMLP(RecurrentBackbone):
+    """Causal cell ``z_t = f(z_{t−1}, x_t^k, k, c_t)``, ``y_t = h(z_t)`` for tokens of shape ``(token_dim,)``.
+
+    The input ``concat(z_{t−1}, x̃_t, emb(k), c_t)`` goes through ``num_res_layers`` residual MLP blocks of
+    width ``hidden_dim``; a stack of ``num_gru_layers`` GRU cells, each owning a slice of z, updates the
+    latent; a post-GRU MLP output is the carried latent (official form); a small MLP head reads the
+    prediction for the same token from the new latent.
+
+    The first block's two input projections (shortcut and body) are split into a part acting on z_{t−1} and a
+    part acting on ``[x̃_t, emb(k), c_t]``; ``forward_sequence`` computes the second part, the level embedding and
+    the head for all tokens at once and loops only over what is truly recurrent.
+    """
+
+    def __init__(
+        self,
+        token_shape: Sequence[int],
+        z_dim: int = 128,
+        hidden_dim: int = 256,
+        num_res_layers: int = 2,
+        num_gru_layers: int = 1,
+        emb_dim: int = 64,
+        cond_dim: int = 0,
+        initial_state: str = "learned",
+        obs_dim: int | None = None,
+        encoder_widths: Sequence[int] = (128, 128),
+    ) -> None:
+        super().__init__()
+        if len(token_shape) != 1:
+            raise ValueError(
+                f"RecurrentMLP needs vector tokens (D,); got token shape {tuple(token_shape)} "
+                "(check dataset.frame_shape)"
+            )
+        token_dim = int(token_shape[0])
+        for key, value in {"z_dim": z_dim, "hidden_dim": hidden_dim, "num_res_layers": num_res_layers}.items():
+            if value < 1:
+                raise ValueError(f"backbone.{key} must be >= 1, got {value}")
+        if num_gru_layers < 1:
+            raise ValueError(f"backbone.num_gru_layers must be >= 1, got {num_gru_layers}")
+        if z_dim % num_gru_layers:
+            raise ValueError(
+                f"backbone.z_dim ({z_dim}) must be divisible by backbone.num_gru_layers ({num_gru_layers}): "
+                "each GRU layer owns an equal slice of z"
+            )
+        self.token_shape = (token_dim,)
+        self.z_shape = (z_dim,)
+        self.cond_dim = cond_dim
+        self.hidden_dim = hidden_dim
+        self.initial_state = InitialState(self.z_shape, initial_state, obs_dim, encoder_widths)
+        self.level_embedding = LevelEmbedding(emb_dim, emb_dim)
+        # first residual block on concat(z, x, emb, cond), split as W_z·z + W_r·[x, emb, cond]; the 2·hidden
+        # outputs are (shortcut, body pre-activation)
+        self.in_z = nn.Linear(z_dim, 2 * hidden_dim, bias=False)
+        self.in_rest = nn.Linear(token_dim + emb_dim + cond_dim, 2 * hidden_dim)
+        self.in_body = nn.Linear(hidden_dim, hidden_dim)
+        self.res_blocks = nn.Sequential(*[ResidualBlock(hidden_dim, hidden_dim) for _ in range(num_res_layers - 1)])
+        slice_dim = z_dim // num_gru_layers
+        self.slice_dim = slice_dim
+        self.grus = nn.ModuleList(
+            [nn.GRUCell(hidden_dim if i == 0 else slice_dim, slice_dim) for i in range(num_gru_layers)]
+        )
+        self.post = nn.Sequential(nn.Linear(z_dim, z_dim), nn.GELU(), nn.Linear(z_dim, z_dim))
+        self.head = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, token_dim))
+
+    def _rest(self, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None) -> Tensor:
+        """W_r·[x̃, emb(k), c] + b for any leading shape."""
+        parts = [x_noisy, self.level_embedding(noise_level)]
+        if self.cond_dim:
+            if cond is None:
+                raise ValueError(f"this backbone expects conditions of size {self.cond_dim} per token")
+            parts.append(cond)
+        return self.in_rest(torch.cat(parts, dim=-1))
+
+    def _step(self, z_prev: Tensor, rest: Tensor) -> Tensor:
+        """The recurrent part: residual MLP and GRU stack; returns z_t."""
+        shortcut, body = (self.in_z(z_prev) + rest).chunk(2, dim=-1)
+        h = F.gelu(shortcut + self.in_body(F.gelu(body)))
+        h = self.res_blocks(h)
+        states = []
+        for gru, z_slice in zip(self.grus, z_prev.split(self.slice_dim, dim=-1)):
+            h = gru(h, z_slice)
+            states.append(h)
+        return self.post(torch.cat(states, dim=-1))
+
+    def forward(
+        self, z_prev: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        z_next = self._step(z_prev, self._rest(x_noisy, noise_level, cond))
+        return z_next, self.head(z_next)
+
+    def forward_sequence(
+        self, z: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        rest = self._rest(x_noisy, noise_level, cond)  # (B, T, 2·hidden), batched over time
+        latents = []
+        for rest_t in rest.unbind(1):  # unbind, not rest[:, t]: its backward is one stack, not T zero-filled copies
+            z = self._step(z, rest_t)
+            latents.append(z)
+        latents = torch.stack(latents, dim=1)  # (B, T, z_dim)
+        return latents, self.head(latents)

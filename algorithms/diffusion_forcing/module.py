@@ -1,0 +1,360 @@
+"""The Diffusion Forcing LightningModule: Algorithm 1 for training, the sampler for generation.
+
+Batches are dicts with
+    ``x``            frames ``(B, N, *frame_shape)`` in data units
+    ``nonterminal``  optional ``(B, N)`` bool: frames after the first ``False`` are masked out of the loss
+    ``cond``         optional per-frame conditions ``(B, N, C)``
+    ``first_obs``    optional ``(B, obs_dim)`` observation that the encoder turns into ``z_0``
+Frames are stacked ``frame_stack`` at a time into tokens ``(B, T, fs·C, ...)`` with T = N / fs (method.md §14).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from .backbones.base import RecurrentBackbone
+from .denoiser import DenoisingCell
+from .ema import EMA
+from .guidance import Guidance
+from .loss_weighting import WEIGHTINGS, loss_weights
+from .noise_schedule import NoiseSchedule
+from .normalizer import Normalizer
+from .parameterization import check_objective, training_target
+from .sampler import Sampler
+
+TRAINING_MODES = ("diffusion_forcing", "full_sequence", "teacher_forcing")
+
+
+class Evaluator(Protocol):
+    """Domain evaluation run at the end of a validation/test epoch; returns flat metrics (without prefix)."""
+
+    def __call__(self, module: DiffusionForcing, stage: str) -> dict[str, float]: ...
+
+
+def _seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
+    """A generator whose stream depends only on ``keys`` (seed, step, …): repeatable across resumes and ranks."""
+    gen = torch.Generator(device=device)
+    mixed = 0
+    for k in keys:
+        mixed = (mixed * 1_000_003 + int(k) + 0x9E3779B9) % (2**63 - 1)
+    gen.manual_seed(mixed)
+    return gen
+
+
+class DiffusionForcing(L.LightningModule):
+    """Causal recurrent Diffusion Forcing with per-token independent noise levels (paper §3.2, Algorithm 1)."""
+
+    def __init__(
+        self,
+        backbone: Callable[..., RecurrentBackbone],
+        sampler: Sampler,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        frame_shape: Sequence[int],
+        frame_stack: int = 1,
+        cond_dim: int = 0,
+        obs_dim: int = 0,
+        objective: str = "v",
+        beta_schedule: str = "cosine",
+        num_levels: int = 1000,
+        clip_noise: float = 20.0,
+        loss_weighting: str = "constant",
+        snr_clip: float = 5.0,
+        cum_snr_decay: float = 0.96,
+        constant_weight: float = 2.5,
+        loss_scale: float = 1.0,
+        training_mode: str = "diffusion_forcing",
+        p_clean_first: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float | None = None,
+        evaluator: Evaluator | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if frame_stack < 1:
+            raise ValueError(f"algorithm.frame_stack must be >= 1, got {frame_stack}")
+        if training_mode not in TRAINING_MODES:
+            raise ValueError(f"Unknown algorithm.training_mode {training_mode!r}; choose one of {TRAINING_MODES}")
+        if loss_weighting not in WEIGHTINGS:
+            raise ValueError(f"Unknown algorithm.loss_weighting {loss_weighting!r}; choose one of {WEIGHTINGS}")
+        if not 0.0 <= p_clean_first <= 1.0:
+            raise ValueError(f"algorithm.p_clean_first must lie in [0, 1], got {p_clean_first}")
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.frame_stack = frame_stack
+        self.token_shape = (frame_stack * self.frame_shape[0], *self.frame_shape[1:])
+        self.objective = check_objective(objective)
+        self.loss_weighting = loss_weighting
+        self.snr_clip = snr_clip
+        self.cum_snr_decay = cum_snr_decay
+        self.constant_weight = constant_weight
+        self.loss_scale = loss_scale
+        self.training_mode = training_mode
+        self.p_clean_first = p_clean_first
+        self.warmup_steps = warmup_steps
+        self.seed = seed
+        self.sampler = sampler
+        self.optimizer_factory = optimizer
+        self.evaluator = evaluator
+        self.output_dir: Path | None = None  # set by the runner; media go to output_dir / "media"
+
+        schedule = NoiseSchedule(beta_schedule, num_levels)
+        net = backbone(token_shape=self.token_shape, cond_dim=frame_stack * cond_dim, obs_dim=obs_dim or None)
+        self.cell = DenoisingCell(net, schedule, objective, clip_noise)
+        self.normalizer = Normalizer(self.frame_shape)
+        self.ema = EMA(self.cell, ema_decay) if ema_decay else None
+        self._micro_step = 0
+
+    # -- conveniences ----------------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self.cell.schedule
+
+    @property
+    def sampling_cell(self) -> DenoisingCell:
+        """The cell used for generation: the EMA copy when EMA is enabled."""
+        return self.ema.shadow if self.ema is not None else self.cell
+
+    @property
+    def snr_decay(self) -> float:
+        """d = γ^fs (method.md §6), derived here and never written back into the config."""
+        return self.cum_snr_decay**self.frame_stack
+
+    @property
+    def media_dir(self) -> Path:
+        base = self.output_dir if self.output_dir is not None else Path.cwd()
+        path = base / "media"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def stack(self, frames: Tensor) -> Tensor:
+        """``(B, N, C, ...) -> (B, N/fs, fs·C, ...)``."""
+        n = frames.shape[1]
+        if n % self.frame_stack:
+            raise ValueError(
+                f"the number of frames ({n}) must be divisible by algorithm.frame_stack ({self.frame_stack}); "
+                "change dataset.n_frames or algorithm.frame_stack"
+            )
+        return rearrange(frames, "b (t fs) c ... -> b t (fs c) ...", fs=self.frame_stack)
+
+    def unstack(self, tokens: Tensor) -> Tensor:
+        """``(B, T, fs·C, ...) -> (B, T·fs, C, ...)``."""
+        return rearrange(tokens, "b t (fs c) ... -> b (t fs) c ...", fs=self.frame_stack)
+
+    def stack_cond(self, cond: Tensor | None) -> Tensor | None:
+        """Zero the first frame's condition, then stack conditions like frames (method.md §5)."""
+        if cond is None:
+            return None
+        cond = cond.clone()
+        cond[:, 0] = 0
+        return self.stack(cond)
+
+    def loss_mask(self, nonterminal: Tensor | None, shape: torch.Size) -> Tensor | None:
+        """``mask[frame] = Π_{j ≤ frame} nonterminal[j]``, reshaped to ``(B, T, fs)``."""
+        if nonterminal is None:
+            return None
+        mask = torch.cumprod(nonterminal.to(torch.float32), dim=1)
+        return rearrange(mask, "b (t fs) -> b t fs", fs=self.frame_stack)
+
+    def initial_latent(self, batch_size: int, first_obs: Tensor | None) -> Tensor:
+        obs = None if first_obs is None else self.normalizer.normalize_obs(first_obs.float())
+        return self.cell.init_state(batch_size, obs)
+
+    def setup(self, stage: str) -> None:
+        """Take the normalisation statistics from the datamodule unless a checkpoint already brought them."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and not bool(self.normalizer.fitted):
+            mean, std = datamodule.normalization_stats()
+            self.normalizer.set_stats(mean, std)
+
+    # -- Algorithm 1 -----------------------------------------------------------------------------------------
+    def sample_levels(self, batch: int, tokens: int, generator: torch.Generator) -> Tensor:
+        """k ~ U{0..K−1} per token (DF) or one shared level per window (full sequence); ``(B, T)``."""
+        k = self.schedule.num_levels
+        if self.training_mode == "full_sequence":
+            levels = torch.randint(0, k, (batch, 1), generator=generator, device=self.device).expand(batch, tokens)
+        else:
+            levels = torch.randint(0, k, (batch, tokens), generator=generator, device=self.device)
+        if self.p_clean_first > 0:
+            clean = torch.rand(batch, generator=generator, device=self.device) < self.p_clean_first
+            levels = levels.clone()
+            levels[:, 0] = torch.where(clean, torch.zeros_like(levels[:, 0]), levels[:, 0])
+        return levels
+
+    def compute_loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        """Algorithm 1: noise every token at its own level, run the causal chain, weighted masked MSE."""
+        x = self.stack(self.normalizer.normalize(batch["x"].float()))  # (B, T, fs·C, ...)
+        b, t = x.shape[:2]
+        # Draw for the global batch and keep this rank's slice, so DDP equals one process with the same batch.
+        world, rank = self.trainer.world_size if self._trainer else 1, self.global_rank if self._trainer else 0
+        levels = self.sample_levels(b * world, t, generator)[rank * b : (rank + 1) * b]
+        noise = torch.randn((b * world, *x.shape[1:]), generator=generator, device=x.device)[rank * b : (rank + 1) * b]
+        noise = noise.clamp(-self.cell.clip_noise, self.cell.clip_noise).to(x.dtype)
+        x_noisy = self.schedule.q_sample(x, levels, noise)
+        a, s = self.schedule.coefficients(levels, x)
+        target = training_target(self.objective, x, noise, a, s)
+        cond = self.stack_cond(batch.get("cond"))
+        z0 = self.initial_latent(b, batch.get("first_obs"))
+        backbone = self.cell.backbone
+        if self.training_mode == "teacher_forcing":
+            # The latent is the posterior after each *clean* token (level 0, scaled); the loss token is noised.
+            clean_levels = torch.zeros_like(levels)
+            a0, _ = self.schedule.coefficients(clean_levels, x)
+            latents, _ = backbone.forward_sequence(z0, a0 * x, clean_levels, cond)
+            z_prev = torch.cat([z0.unsqueeze(1), latents[:, :-1]], dim=1)  # z_{t-1} for every t: (B, T, ...)
+            flat = lambda v: None if v is None else v.flatten(0, 1)  # noqa: E731
+            _, output = backbone(flat(z_prev), flat(x_noisy), flat(levels), flat(cond))
+            output = output.reshape(b, t, *output.shape[1:])
+        else:
+            _, output = backbone.forward_sequence(z0, x_noisy, levels, cond)
+        weights = loss_weights(
+            self.loss_weighting,
+            self.schedule.snr(levels),
+            self.objective,
+            self.snr_clip,
+            self.snr_decay,
+            self.constant_weight,
+        )
+        err = (output.float() - target.float()) ** 2 * weights.reshape(b, t, *([1] * (x.ndim - 2)))
+        mask = self.loss_mask(batch.get("nonterminal"), x.shape)
+        if mask is not None:
+            err = rearrange(err, "b t (fs c) ... -> b t fs c ...", fs=self.frame_stack)
+            err = err * mask.reshape(*mask.shape, *([1] * (err.ndim - 3)))
+        loss = err.mean() * self.loss_scale  # mean over ALL elements, not over the unmasked ones (method.md §5)
+        return loss, {"levels": levels}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        gen = _seeded_generator(self.device, self.seed, 1, self._micro_step)
+        self._micro_step += 1
+        loss, _ = self.compute_loss(batch, gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; the last good checkpoint is "
+                "kept. Lower algorithm.optimizer.lr, raise trainer.gradient_clip_val, or use trainer.precision=32-true"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # EMA right after the update, before any callback (e.g. a checkpoint) sees the step
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.cell)
+
+    def on_train_start(self) -> None:
+        accumulate = self.trainer.accumulate_grad_batches
+        self._micro_step = self.global_step * accumulate
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._eval_loss(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._eval_loss(batch, batch_idx, "test")
+
+    def _eval_loss(self, batch: dict[str, Tensor], batch_idx: int, prefix: str) -> Tensor:
+        gen = _seeded_generator(self.device, self.seed, 2, batch_idx)
+        loss, _ = self.compute_loss(batch, gen)
+        self.log(f"{prefix}/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["x"].shape[0])
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        self._run_evaluator("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._run_evaluator("test")
+
+    def _run_evaluator(self, prefix: str) -> None:
+        if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        if self.trainer.state.fn == "fit" and not getattr(self.evaluator, "during_training", False):
+            return
+        metrics = self.evaluator(self, prefix)
+        for key, value in metrics.items():
+            self.log(f"{prefix}/{key}", float(value), sync_dist=False, rank_zero_only=True)
+
+    # -- optimisation ----------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.cell.parameters())
+        warmup = max(self.warmup_steps, 0)
+        # linear warm-up lr·min(1, (step + 1)/warm-up), then constant (protocols.md §0)
+        schedule = functools.partial(_warmup_factor, warmup=warmup)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoint extras: RNG streams and the micro-step counter ----------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["df_state"] = {
+            "micro_step": self._micro_step,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": int(np.random.get_state()[2]),
+            "python_rng": torch.tensor(random.getstate()[1], dtype=torch.int64),
+            "python_pos": int(random.getstate()[1][-1]),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("df_state")
+        if not state:
+            return
+        self._micro_step = int(state["micro_step"])
+        torch.set_rng_state(state["torch_rng"])
+        keys = state["numpy_rng"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+        py_state = tuple(int(v) for v in state["python_rng"].tolist())
+        random.setstate((3, py_state, None))
+
+    # -- generation ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        n_frames: int,
+        batch_size: int | None = None,
+        context: Tensor | None = None,
+        first_obs: Tensor | None = None,
+        cond: Tensor | None = None,
+        guidance: Guidance | None = None,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate ``n_frames`` frames in data units ``(B, n_frames, *frame_shape)`` after optional context frames.
+
+        ``context`` ``(B, N_ctx, *frame_shape)`` and ``first_obs`` ``(B, obs_dim)`` are in data units; ``cond``
+        covers context and generated frames. A ``guidance`` energy receives predicted clean *tokens*; wrap it
+        with ``self.tokens_to_frames`` to score frames in data units.
+        """
+        sampler = sampler or self.sampler
+        if batch_size is None:
+            for ref in (context, first_obs, cond):
+                if ref is not None:
+                    batch_size = ref.shape[0]
+                    break
+        if batch_size is None:
+            raise ValueError("pass batch_size, or a context / first_obs / cond tensor to take it from")
+        if n_frames % self.frame_stack:
+            raise ValueError(f"n_frames ({n_frames}) must be divisible by algorithm.frame_stack ({self.frame_stack})")
+        cell = self.sampling_cell
+        z = self.initial_latent(batch_size, first_obs)
+        ctx = None if context is None else self.stack(self.normalizer.normalize(context.float()))
+        cond_tokens = self.stack_cond(cond)
+        tokens = sampler.rollout(cell, z, n_frames // self.frame_stack, ctx, cond_tokens, guidance, generator)
+        return self.tokens_to_frames(tokens)
+
+    def tokens_to_frames(self, tokens: Tensor) -> Tensor:
+        """Normalised tokens ``(B, T, fs·C, ...)`` → frames in data units ``(B, T·fs, C, ...)``."""
+        return self.normalizer.unnormalize(self.unstack(tokens))
+
+
+def _warmup_factor(step: int, warmup: int) -> float:
+    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+
+__all__ = ["DiffusionForcing", "Evaluator", "TRAINING_MODES", "math"]

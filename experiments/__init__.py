@@ -1,0 +1,1 @@
+"""Entry-point plumbing: build objects from the Hydra config and run the requested tasks."""

@@ -1,0 +1,157 @@
+"""Build the datamodule, the model, the logger and the trainer from the config, then run the tasks in order."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from utils.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from utils.metrics import MetricsJson, write_json_atomic
+from utils.paths import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+TASKS = ("training", "validation", "test")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or not allowed; the message names the key and the fix."""
+
+
+def instantiate(cfg: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that surfaces our own validation errors (which name the key) unwrapped."""
+    try:
+        return hydra_instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise cause from None
+        raise
+
+
+def check_config(cfg: DictConfig) -> list[str]:
+    """Validate the top-level keys; return the task list."""
+    tasks = cfg.get("tasks")
+    if tasks is None or isinstance(tasks, str) or len(tasks) == 0:
+        raise ConfigError(f"tasks must be a non-empty list drawn from {list(TASKS)}, e.g. tasks=[training,validation]")
+    tasks = [str(t) for t in tasks]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"unknown task(s) {unknown} in tasks; allowed: {list(TASKS)}")
+    if cfg.get("resume") and cfg.get("load"):
+        raise ConfigError("give either resume= (continue a run) or load= (weights only), not both")
+    if cfg.get("resume") and "training" not in tasks:
+        raise ConfigError("resume= continues training; add 'training' to tasks, or use load=<ckpt> to evaluate")
+    return tasks
+
+
+def _git_info() -> dict[str, Any]:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        return {"git_sha": sha or None, "git_dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
+    """The resolved config, git state and command line next to the checkpoints (style.md §8)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    info = {"argv": sys.argv, "cwd": os.getcwd(), **_git_info()}
+    write_json_atomic(run_dir / "run_info.json", info)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
+    """Instantiate ``cfg.logger`` (W&B, CSV, TensorBoard) or return False for ``logger=none``."""
+    logger_cfg = cfg.get("logger")
+    if not logger_cfg or "_target_" not in logger_cfg:
+        return False
+    kwargs: dict[str, Any] = {}
+    target = str(logger_cfg["_target_"])
+    if target.endswith("WandbLogger"):
+        id_file = run_dir / "wandb_run_id.txt"
+        if id_file.exists():  # resumed run: continue the same W&B run
+            kwargs.update(id=id_file.read_text().strip(), resume="allow")
+    logger = instantiate(logger_cfg, **kwargs)
+    if target.endswith("WandbLogger"):
+        try:
+            id_file.write_text(str(logger.experiment.id))
+        except Exception as err:  # noqa: BLE001 - a missing run id must not stop training
+            log.warning("could not record the W&B run id: %s", err)
+    return logger
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
+    ckpt_cfg = cfg.checkpoint
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step_{step:08d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=ckpt_cfg.every_n_train_steps,
+            save_last=True,
+            save_top_k=ckpt_cfg.save_top_k,
+            save_on_train_epoch_end=False,
+        ),
+        MetricsJson(run_dir),
+    ]
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Run ``cfg.tasks`` in order and return the metrics written to ``metrics.json``."""
+    tasks = check_config(cfg)
+    resume_ckpt = None
+    run_dir = Path(cfg.output_dir)
+    if cfg.get("resume"):
+        resume_ckpt = resolve_checkpoint(cfg.resume, "resume")
+        load_checkpoint(resume_ckpt, "resume")  # fail early and clearly on a corrupt file
+        run_dir = resume_ckpt.parent.parent if resume_ckpt.parent.name == "checkpoints" else resume_ckpt.parent
+        log.info("resuming %s; writing into %s", resume_ckpt, run_dir)
+    save_run_info(cfg, run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.dataset)
+    module = instantiate(
+        cfg.algorithm,
+        frame_shape=list(datamodule.frame_shape),
+        cond_dim=getattr(datamodule, "cond_dim", 0),
+        obs_dim=getattr(datamodule, "obs_dim", 0),
+    )
+    module.output_dir = run_dir
+    if cfg.get("load"):
+        load_weights(module, resolve_checkpoint(cfg.load, "load"))
+    logger = build_logger(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, logger)
+
+    for task in tasks:
+        log.info("task: %s", task)
+        match task:
+            case "training":
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+            case "validation":
+                trainer.validate(module, datamodule=datamodule)
+            case "test":
+                trainer.test(module, datamodule=datamodule)
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    if trainer.global_rank == 0:
+        log.info("run directory: %s", run_dir)
+    return metrics

@@ -1,0 +1,37 @@
+"""Entry point: ``python main.py [experiment=<preset>] [key=value ...]`` (see README)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger("main")
+
+
+@hydra.main(version_base="1.3", config_path="configurations", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.errors import InstantiationException
+
+    from experiments.run import ConfigError, run
+    from utils.checkpoint import CheckpointError
+
+    try:
+        metrics = run(cfg)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, InstantiationException) as err:
+        # Bad input is reported as one clear message (constructors validate their keys); HYDRA_FULL_ERROR=1
+        # shows the full traceback instead.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s: %s", type(err).__name__, err)
+        sys.exit(2)
+    # Hydra sweepers (e.g. Optuna) read the returned value; report the monitored metric if one is set
+    objective = cfg.get("objective_metric")
+    return metrics.get(objective) if objective else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Checkpoint, logging, metrics and path utilities."""
