@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -104,6 +105,10 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Facts about the data the model is built from (never written into the config)."""
+        return {"frame_shape": list(self.frame_shape), "cond_dim": self.cond_dim, "obs_dim": self.obs_dim}
 
     @abc.abstractmethod
     def normalization_stats(self) -> tuple[Sequence[float], Sequence[float]]:

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from utils.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
@@ -99,7 +99,32 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
     ckpt_cfg = cfg.checkpoint
-    callbacks: list[L.Callback] = [
+    callbacks: list[L.Callback] = []
+    if ckpt_cfg.get("monitor"):
+        # the best checkpoint on the monitored metric (e.g. val/crps_sum); evaluated after training
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best",
+                monitor=ckpt_cfg.monitor,
+                mode=ckpt_cfg.get("mode", "min"),
+                save_top_k=1,
+                save_last=False,
+                save_on_train_epoch_end=False,
+            )
+        )
+    early = cfg.get("early_stopping")
+    if early:
+        callbacks.append(
+            EarlyStopping(
+                monitor=early.monitor,
+                patience=early.patience,
+                mode=early.get("mode", "min"),
+                check_on_train_epoch_end=False,
+                strict=True,
+            )
+        )
+    callbacks += [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="step_{step:08d}",
@@ -112,6 +137,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
         MetricsJson(run_dir),
     ]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if str(trainer_kwargs.get("precision")).startswith("16") and trainer_kwargs.get("accelerator") in ("cpu", "auto"):
+        import torch
+
+        if not torch.cuda.is_available():
+            log.warning(
+                "trainer.precision=%s on a CPU is very slow (float16 autocast); use trainer.precision=32-true "
+                "or bf16-mixed here",
+                trainer_kwargs["precision"],
+            )
     return L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
 
 
@@ -129,27 +163,27 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.dataset)
-    module = instantiate(
-        cfg.algorithm,
-        frame_shape=list(datamodule.frame_shape),
-        cond_dim=getattr(datamodule, "cond_dim", 0),
-        obs_dim=getattr(datamodule, "obs_dim", 0),
-    )
+    module = instantiate(cfg.algorithm, **datamodule.model_kwargs())
     module.output_dir = run_dir
     if cfg.get("load"):
         load_weights(module, resolve_checkpoint(cfg.load, "load"))
     logger = build_logger(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, logger)
 
+    trained = False
     for task in tasks:
         log.info("task: %s", task)
+        # after training with a monitored metric, evaluate the best checkpoint rather than the last weights
+        best = run_dir / "checkpoints" / "best.ckpt"
+        ckpt = str(best) if trained and cfg.checkpoint.get("monitor") and best.exists() else None
         match task:
             case "training":
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+                trained = True
             case "validation":
-                trainer.validate(module, datamodule=datamodule)
+                trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             case "test":
-                trainer.test(module, datamodule=datamodule)
+                trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     if trainer.global_rank == 0:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -60,3 +65,26 @@ def make_cell(objective: str = "x0", schedule: str = "cosine", dim: int = 3, see
     torch.manual_seed(seed)
     backbone = RecurrentMLP((dim,), z_dim=16, hidden_dim=32, num_res_layers=1, emb_dim=16, **kw)
     return CountingCell(backbone, NoiseSchedule(schedule, 1000), objective)
+
+
+def write_gp_copula_archive(shared: Path, name: str, train: np.ndarray, windows: int, pred: int, start: str) -> Path:
+    """An archive in the layout of the upstream GP-copula files: ``train`` is (N, T); test is window-major."""
+    root = shared / "build" / name
+    for sub in ("train", "test", "metadata"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    full = np.concatenate([train, rng.uniform(0, 5, size=(train.shape[0], windows * pred))], axis=1)
+    with (root / "train" / "train.json").open("w") as f:
+        for row in train:
+            f.write(json.dumps({"start": start, "target": row.tolist()}) + "\n")
+    with (root / "test" / "test.json").open("w") as f:
+        for k in range(windows):
+            for row in full:
+                f.write(json.dumps({"start": start, "target": row[: train.shape[1] + (k + 1) * pred].tolist()}) + "\n")
+    (root / "metadata" / "metadata.json").write_text(
+        json.dumps({"time_granularity": "H", "target": {"name": "target"}}, indent=2)
+    )
+    archive = shared / f"{name}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=name)
+    return archive

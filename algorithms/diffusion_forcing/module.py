@@ -75,6 +75,7 @@ class DiffusionForcing(L.LightningModule):
         loss_scale: float = 1.0,
         training_mode: str = "diffusion_forcing",
         p_clean_first: float = 0.0,
+        zero_first_cond: bool = True,
         warmup_steps: int = 0,
         ema_decay: float | None = None,
         evaluator: Evaluator | None = None,
@@ -100,6 +101,7 @@ class DiffusionForcing(L.LightningModule):
         self.loss_scale = loss_scale
         self.training_mode = training_mode
         self.p_clean_first = p_clean_first
+        self.zero_first_cond = zero_first_cond
         self.warmup_steps = warmup_steps
         self.seed = seed
         self.sampler = sampler
@@ -151,12 +153,17 @@ class DiffusionForcing(L.LightningModule):
         return rearrange(tokens, "b t (fs c) ... -> b (t fs) c ...", fs=self.frame_stack)
 
     def stack_cond(self, cond: Tensor | None) -> Tensor | None:
-        """Zero the first frame's condition, then stack conditions like frames (method.md §5)."""
+        """Zero the first frame's condition (``zero_first_cond``, official), then stack like frames (method.md §5)."""
         if cond is None:
             return None
-        cond = cond.clone()
-        cond[:, 0] = 0
+        if self.zero_first_cond:
+            cond = cond.clone()
+            cond[:, 0] = 0
         return self.stack(cond)
+
+    def conditions(self, batch: dict[str, Tensor], frames: Tensor) -> Tensor | None:
+        """Per-frame conditions ``(B, N, C)`` for normalised ``frames``; domains may derive them (e.g. lags)."""
+        return batch.get("cond")
 
     def loss_mask(self, nonterminal: Tensor | None, shape: torch.Size) -> Tensor | None:
         """``mask[frame] = Π_{j ≤ frame} nonterminal[j]``, reshaped to ``(B, T, fs)``."""
@@ -192,7 +199,8 @@ class DiffusionForcing(L.LightningModule):
 
     def compute_loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         """Algorithm 1: noise every token at its own level, run the causal chain, weighted masked MSE."""
-        x = self.stack(self.normalizer.normalize(batch["x"].float()))  # (B, T, fs·C, ...)
+        frames = self.normalizer.normalize(batch["x"].float())  # (B, N, C, ...)
+        x = self.stack(frames)  # (B, T, fs·C, ...)
         b, t = x.shape[:2]
         # Draw for the global batch and keep this rank's slice, so DDP equals one process with the same batch.
         world, rank = self.trainer.world_size if self._trainer else 1, self.global_rank if self._trainer else 0
@@ -202,7 +210,7 @@ class DiffusionForcing(L.LightningModule):
         x_noisy = self.schedule.q_sample(x, levels, noise)
         a, s = self.schedule.coefficients(levels, x)
         target = training_target(self.objective, x, noise, a, s)
-        cond = self.stack_cond(batch.get("cond"))
+        cond = self.stack_cond(self.conditions(batch, frames))
         z0 = self.initial_latent(b, batch.get("first_obs"))
         backbone = self.cell.backbone
         if self.training_mode == "teacher_forcing":

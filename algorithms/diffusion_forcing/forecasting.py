@@ -1,0 +1,92 @@
+"""Diffusion Forcing for multivariate probabilistic forecasting (paper §4.2, protocols.md §3).
+
+Tokens are the D-dimensional observations x_t (frame_stack 1). Each token is conditioned on lagged values
+``x_{t−l}`` for every l in ``lags`` (exactly l steps back, in normalised units) and on calendar features. At
+forecast time the lags inside the forecast window are read from the model's *own* samples, never from the
+ground truth (the official code leaks here), and the batch is replicated once per sample path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .module import DiffusionForcing
+from .sampler import Sampler
+
+
+class ForecastingDiffusionForcing(DiffusionForcing):
+    """DiffusionForcing whose per-token conditions are lag covariates plus calendar features."""
+
+    def __init__(self, lags: Sequence[int], **kwargs: Any) -> None:
+        self.lags = sorted(int(v) for v in lags)
+        if not self.lags or self.lags[0] < 1:
+            raise ValueError(f"lags must be positive integers, got {list(lags)}")
+        super().__init__(**kwargs)
+        if self.frame_stack != 1:
+            raise ValueError("forecasting uses one observation per token: set algorithm.frame_stack=1")
+        self.max_lag = self.lags[-1]
+
+    def lag_features(self, values: Tensor, start: int, count: int) -> Tensor:
+        """``[x_{t−l} for l in lags]`` for t = start .. start+count−1 of normalised ``values`` (B, T, D)."""
+        parts = [values[:, start - lag : start - lag + count] for lag in self.lags]
+        return torch.cat(parts, dim=-1)  # (B, count, D·len(lags))
+
+    def conditions(self, batch: dict[str, Tensor], frames: Tensor) -> Tensor:
+        past = self.normalizer.normalize(batch["past"].float())  # (B, max_lag, D)
+        full = torch.cat([past, frames], dim=1)
+        lagged = self.lag_features(full, self.max_lag, frames.shape[1])
+        return torch.cat([lagged, batch["time_feat"].float()], dim=-1)
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        history: Tensor,
+        time_feat: Tensor,
+        prediction_length: int,
+        num_samples: int = 100,
+        context_length: int | None = None,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample paths ``(W, S, P, D)`` in data units from raw ``history`` (W, T_hist, D).
+
+        ``time_feat`` (W, C + P, F) covers the context and the forecast range; ``C = context_length`` (default:
+        ``prediction_length``) context steps are teacher-forced through the cell at the stabilisation level,
+        after which each step is generated from noise (one token per chunk) with lags from the samples so far.
+        """
+        sampler = sampler or self.sampler
+        cell = self.sampling_cell
+        c = context_length or prediction_length
+        w, t_hist, _ = history.shape
+        if t_hist < c + self.max_lag:
+            raise ValueError(f"history has {t_hist} steps; the model needs context {c} + max lag {self.max_lag}")
+        if time_feat.shape[1] != c + prediction_length:
+            raise ValueError(f"time_feat must cover context + prediction = {c + prediction_length} steps")
+        # replicate every window once per sample path: (W·S, ...)
+        values = self.normalizer.normalize(history[:, -(c + self.max_lag) :].float()).repeat_interleave(num_samples, 0)
+        feats = time_feat.float().repeat_interleave(num_samples, 0)
+        z = self.initial_latent(values.shape[0], None)
+        for t in range(c):
+            cond = torch.cat([self.lag_features(values, self.max_lag + t, 1)[:, 0], feats[:, t]], dim=-1)
+            if t == 0 and self.zero_first_cond:
+                cond = torch.zeros_like(cond)
+            z = sampler.commit(cell, z, values[:, self.max_lag + t], cond)
+        window = values[:, -self.max_lag :]  # the last max_lag values: all the lags ever need
+        steps = []
+        for p in range(prediction_length):
+            lagged = _lags_at_end(window, self.lags)
+            cond = torch.cat([lagged, feats[:, c + p]], dim=-1)
+            token, z = sampler.denoise_chunk(cell, z, 1, cond=cond[:, None], generator=generator)
+            steps.append(token[:, 0])
+            window = torch.cat([window[:, 1:], token], dim=1)
+        samples = self.normalizer.unnormalize(torch.stack(steps, dim=1))  # (W·S, P, D)
+        return samples.reshape(w, num_samples, prediction_length, -1)
+
+
+def _lags_at_end(window: Tensor, lags: Sequence[int]) -> Tensor:
+    """Lags of the *next* step after ``window`` (B, L, D): ``[window[:, −l] for l in lags]``."""
+    return torch.cat([window[:, -lag] for lag in lags], dim=-1)

@@ -1,0 +1,1 @@
+"""Multivariate probabilistic forecasting data: GluonTS datasets, CSV files, covariates and windows."""

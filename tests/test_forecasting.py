@@ -1,0 +1,162 @@
+"""Forecasting: lag covariates (training and sampling), windows and splits, and an end-to-end smoke run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from algorithms.diffusion_forcing.denoiser import DenoisingCell
+from datasets.timeseries.datamodule import TimeSeriesDataModule
+from experiments.run import run
+from tests.test_training import make_cfg
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Period with BDay freq is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
+
+
+def write_csv(path: Path, rows: int = 400, dims: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)[:, None]
+    values = np.sin(2 * np.pi * t / 24 + np.arange(dims)) + 0.1 * rng.normal(size=(rows, dims)) + 2.0
+    frame = pd.DataFrame(values, columns=[f"c{i}" for i in range(dims)])
+    frame.insert(0, "date", pd.date_range("2020-01-01", periods=rows, freq="h"))
+    frame.to_csv(path, index=False)
+    return values
+
+
+def make_dm(path: Path, **kw) -> TimeSeriesDataModule:
+    args = dict(source="csv", path=str(path), freq="H", prediction_length=6, num_test_windows=3, lags=[1, 3])
+    args.update(kw)
+    dm = TimeSeriesDataModule(**args)
+    dm.setup("fit")
+    return dm
+
+
+def tiny_model(dm: TimeSeriesDataModule, tmp_path: Path):
+    cfg = make_cfg(
+        tmp_path,
+        [
+            "experiment=ts_exchange_cpu",
+            "algorithm.backbone.z_dim=16",
+            "algorithm.backbone.hidden_dim=32",
+            "algorithm.backbone.num_gru_layers=1",
+            "algorithm.sampler.sampling_steps=3",
+        ],
+    )
+    from hydra.utils import instantiate
+
+    module = instantiate(cfg.algorithm, **dm.model_kwargs())
+    module.normalizer.set_stats(*dm.normalization_stats())
+    return module
+
+
+def test_windows_splits_and_train_only_statistics(tmp_path: Path) -> None:
+    values = write_csv(tmp_path / "a.csv")
+    dm = make_dm(tmp_path / "a.csv")
+    t_train = len(values) - 3 * 6
+    assert dm.series.train.shape == (t_train, 3)
+    assert dm.cond_dim == 3 * 2 + dm.time_feat.shape[1]
+    for w in dm.val_windows:  # validation windows come from the training range only
+        assert w.end <= t_train and len(w.history) == w.end - 6
+        np.testing.assert_allclose(w.truth, values[w.end - 6 : w.end], rtol=1e-6)
+    for i, w in enumerate(dm.test_windows):  # rolling test windows after it, never overlapping validation
+        assert w.end == t_train + (i + 1) * 6
+        np.testing.assert_allclose(w.history, values[: w.end - 6], rtol=1e-6)
+    mean, std = dm.normalization_stats()
+    np.testing.assert_allclose(mean, values[:t_train].mean(0), rtol=1e-5)
+    # changing the test range must not change the statistics
+    edited = values.copy()
+    edited[t_train:] += 100.0
+    frame = pd.read_csv(tmp_path / "a.csv")
+    frame.iloc[t_train:, 1:] = edited[t_train:]
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    np.testing.assert_allclose(make_dm(tmp_path / "b.csv").normalization_stats()[0], mean, rtol=1e-6)
+
+
+def test_training_lags_are_exact_past_values(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv")
+    dm = make_dm(tmp_path / "a.csv")
+    module = tiny_model(dm, tmp_path / "run")
+    batch = dm.train_set.get_batch(torch.tensor([0, 5]))
+    frames = module.normalizer.normalize(batch["x"])
+    cond = module.conditions(batch, frames)
+    full = module.normalizer.normalize(torch.cat([batch["past"], batch["x"]], dim=1))
+    lag_max = dm.max_lag
+    for t in range(frames.shape[1]):
+        for j, lag in enumerate(dm.lags):  # lag l of step t is x_{t-l}, not x_{t-l+1} (official off-by-one)
+            torch.testing.assert_close(cond[:, t, 3 * j : 3 * (j + 1)], full[:, lag_max + t - lag])
+
+
+class RecordingCell(DenoisingCell):
+    def forward(self, z_prev, x_noisy, level, cond=None):
+        self.records.append((x_noisy.clone(), level.clone(), None if cond is None else cond.clone()))
+        return super().forward(z_prev, x_noisy, level, cond)
+
+
+def test_forecast_lags_come_from_own_samples_not_ground_truth(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv")
+    dm = make_dm(tmp_path / "a.csv")
+    module = tiny_model(dm, tmp_path / "run")
+    cell = module.cell
+    recorder = RecordingCell(cell.backbone, cell.schedule, cell.objective, cell.clip_noise)
+    recorder.records = []
+    module.cell = recorder
+    window = dm.test_windows[0]
+    p, c, lag_max = dm.prediction_length, dm.context_length, dm.max_lag
+    history = torch.from_numpy(window.history[-(c + lag_max) :])[None]
+    feats = torch.from_numpy(dm.time_feat[window.end - p - c : window.end])[None]
+    samples = module.forecast(history, feats, p, num_samples=2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (1, 2, p, 3)
+    norm_hist = module.normalizer.normalize(history.float()).repeat_interleave(2, 0)
+    norm_samples = module.normalizer.normalize(samples.reshape(2, p, 3).float())
+    timeline = torch.cat([norm_hist, norm_samples], dim=1)  # history, then the model's own samples
+    steps_per_token = module.sampler.sampling_steps
+    for step in range(p):
+        first_call = c + step * (steps_per_token + 1)  # context commits, then S denoising calls + 1 commit
+        cond = recorder.records[first_call][2]
+        for j, lag in enumerate(dm.lags):
+            expected = timeline[:, c + lag_max + step - lag]
+            torch.testing.assert_close(cond[:, 3 * j : 3 * (j + 1)], expected, rtol=1e-5, atol=1e-5)
+    # and the ground truth of the forecast range appears nowhere in any condition
+    truth = module.normalizer.normalize(torch.from_numpy(window.truth).float())
+    for _, _, cond in recorder.records:
+        for j in range(len(dm.lags)):
+            block = cond[:, 3 * j : 3 * (j + 1)]
+            assert not any(torch.allclose(block[k], truth[s]) for k in range(block.shape[0]) for s in range(p))
+
+
+def test_forecast_is_repeatable_and_replicates_once(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv")
+    dm = make_dm(tmp_path / "a.csv")
+    module = tiny_model(dm, tmp_path / "run")
+    w = dm.test_windows
+    history = torch.from_numpy(np.stack([x.history[-(6 + 3) :] for x in w]))
+    feats = torch.from_numpy(np.stack([dm.time_feat[x.end - 12 : x.end] for x in w]))
+    a = module.forecast(history, feats, 6, 4, generator=torch.Generator().manual_seed(1))
+    b = module.forecast(history, feats, 6, 4, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 4, 6, 3) and torch.equal(a, b)
+    assert not torch.equal(a[:, 0], a[:, 1])  # η = 1: distinct sample paths
+
+
+@pytest.mark.parametrize("preset", ["ts_exchange_cpu", "ts_etth1_cpu"])
+def test_smoke_training_and_evaluation_write_crps(tmp_path: Path, preset: str) -> None:
+    overrides = [
+        f"experiment={preset}",
+        "debug=smoke",
+        "tasks=[training,test]",
+        "algorithm.evaluator.num_samples=4",
+        "algorithm.sampler.sampling_steps=2",
+        f"paths.data_cache={tmp_path / 'cache'}",
+        "algorithm.backbone.z_dim=32",
+        "algorithm.backbone.hidden_dim=32",
+    ]
+    metrics = run(make_cfg(tmp_path / "run", overrides))
+    for key in ["test/crps_sum", "test/crps", "test/baseline_naive/crps_sum", "test/baseline_var/crps_sum"]:
+        assert np.isfinite(metrics[key]), key
+    assert (tmp_path / "run" / "media" / "forecast_test.png").exists()
