@@ -160,3 +160,32 @@ def test_smoke_training_and_evaluation_write_crps(tmp_path: Path, preset: str) -
     for key in ["test/crps_sum", "test/crps", "test/baseline_naive/crps_sum", "test/baseline_var/crps_sum"]:
         assert np.isfinite(metrics[key]), key
     assert (tmp_path / "run" / "media" / "forecast_test.png").exists()
+
+
+def test_python_api_forecasts_from_an_array_and_reloads_a_run(tmp_path: Path) -> None:
+    from utils.checkpoint import load_run
+
+    values = write_csv(tmp_path / "a.csv")
+    overrides = [
+        "experiment=ts_etth1_cpu",
+        "debug=smoke",
+        "tasks=[training]",
+        f"dataset.path={tmp_path / 'a.csv'}",
+        "dataset.prediction_length=6",
+        "dataset.num_test_windows=3",
+        "dataset.lags=[1,3]",
+        "algorithm.backbone.z_dim=16",
+        "algorithm.backbone.hidden_dim=16",
+        "algorithm.sampler.sampling_steps=2",
+        "algorithm.evaluator.num_samples=2",
+    ]
+    run(make_cfg(tmp_path / "run", overrides))
+    module, dm = load_run(tmp_path / "run", "last")
+    samples = module.forecast_array(
+        values[:100], start="2020-01-01 00:00", freq="H", prediction_length=6, num_samples=5
+    )
+    assert samples.shape == (5, 6, 3) and np.isfinite(samples).all()
+    again = module.forecast_array(values[:100], start="2020-01-01 00:00", freq="H", prediction_length=6, num_samples=5)
+    np.testing.assert_array_equal(samples, again)
+    with pytest.raises(ValueError, match="history"):
+        module.forecast_array(values[:100, :2], start="2020-01-01", freq="H", prediction_length=6)

@@ -56,3 +56,29 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
             f"{missing[:3]}; unexpected {len(unexpected)}, e.g. {unexpected[:3]}). Use the same algorithm and "
             "backbone settings as the run that wrote it."
         )
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", setup_data: bool = True):
+    """Rebuild the model (and datamodule) of a finished run from its ``config.yaml`` and load its weights.
+
+    ``checkpoint`` is ``last``, ``best`` or a path. Returns ``(module, datamodule)`` in eval mode, e.g.::
+
+        module, dm = load_run("outputs/ts_exchange_cpu/2026-01-01/12-00-00", "best")
+        samples = module.forecast_array(history, start="2020-01-01", freq="B", prediction_length=30)
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    run = Path(run_dir).expanduser()
+    config = run / "config.yaml"
+    if not config.is_file():
+        raise CheckpointError(f"{run} has no config.yaml: pass the directory of a run made with main.py")
+    cfg = OmegaConf.load(config)
+    datamodule = instantiate(cfg.dataset)
+    if setup_data:
+        datamodule.setup("test")
+    module = instantiate(cfg.algorithm, **datamodule.model_kwargs())
+    path = run / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("last", "best") else Path(checkpoint)
+    load_weights(module, resolve_checkpoint(path, "checkpoint"))
+    module.output_dir = run
+    return module.eval(), datamodule

@@ -86,6 +86,43 @@ class ForecastingDiffusionForcing(DiffusionForcing):
         samples = self.normalizer.unnormalize(torch.stack(steps, dim=1))  # (W·S, P, D)
         return samples.reshape(w, num_samples, prediction_length, -1)
 
+    def forecast_array(
+        self,
+        history,
+        start: Any,
+        freq: str,
+        prediction_length: int,
+        num_samples: int = 100,
+        context_length: int | None = None,
+        seed: int = 0,
+    ):
+        """Sample paths ``(S, P, D)`` (numpy) after a raw history array ``(T, D)`` whose first row is at ``start``.
+
+        Calendar features are computed from ``start`` and ``freq`` (e.g. ``"2020-01-01"``, ``"H"``) for the context
+        and the forecast range; the history must hold at least ``context + max(lags)`` rows.
+        """
+        import numpy as np
+        import pandas as pd
+
+        from datasets.timeseries.features import time_features
+
+        values = np.asarray(history, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != self.frame_shape[0]:
+            raise ValueError(f"history must be (T, {self.frame_shape[0]}), got {values.shape}")
+        c = context_length or prediction_length
+        feats = time_features(pd.Period(start, freq=freq), len(values) + prediction_length, freq)
+        feats = feats[len(values) - c :]
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        samples = self.forecast(
+            torch.from_numpy(values[None]).to(self.device),
+            torch.from_numpy(feats[None]).to(self.device),
+            prediction_length,
+            num_samples,
+            c,
+            generator=gen,
+        )
+        return samples[0].cpu().numpy()
+
 
 def _lags_at_end(window: Tensor, lags: Sequence[int]) -> Tensor:
     """Lags of the *next* step after ``window`` (B, L, D): ``[window[:, −l] for l in lags]``."""
