@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from datasets.compositional import LEFT_CORNERS
+from utils.media import log_image
 
 if TYPE_CHECKING:
     from algorithms.diffusion_forcing.module import DiffusionForcing
@@ -117,10 +118,9 @@ class CompositionalEvaluator:
             for key, value in self.metrics(starts, paths).items():
                 metrics[f"{mode}/{key}"] = value
         if module.global_rank == 0:
-            self.plot(results, module.media_dir / "compositional.png", metrics)
-            logger = module.logger
-            if logger is not None and hasattr(logger, "log_image"):
-                logger.log_image(key=f"{stage}/compositional", images=[str(module.media_dir / "compositional.png")])
+            path = module.media_dir / "compositional.png"
+            self.plot(results, path, metrics)
+            log_image(module, f"{stage}/compositional", path)
         return metrics
 
     def plot(self, results: dict[str, tuple[Tensor, Tensor]], path, metrics: dict[str, float]) -> None:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from utils.media import log_image
+
 from .crps import crps_metrics
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ class ForecastEvaluator:
             if module.global_rank == 0:
                 path = module.media_dir / f"forecast_{stage}.png"
                 self.plot(windows[0], samples[0], dm.prediction_length, path, dm.series.name)
+                log_image(module, f"{stage}/forecast", path)
         return metrics
 
     def plot(self, window: ForecastWindow, samples: np.ndarray, prediction_length: int, path, title: str) -> None:
