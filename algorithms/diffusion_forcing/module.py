@@ -249,7 +249,7 @@ class DiffusionForcing(L.LightningModule):
                 f"non-finite training loss ({loss.item()}) at step {self.global_step}; the last good checkpoint is "
                 "kept. Lower algorithm.optimizer.lr, raise trainer.gradient_clip_val, or use trainer.precision=32-true"
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["x"].shape[0])
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
