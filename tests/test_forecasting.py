@@ -189,3 +189,22 @@ def test_python_api_forecasts_from_an_array_and_reloads_a_run(tmp_path: Path) ->
     np.testing.assert_array_equal(samples, again)
     with pytest.raises(ValueError, match="history"):
         module.forecast_array(values[:100, :2], start="2020-01-01", freq="H", prediction_length=6)
+
+
+def test_context_mean_shift_makes_forecasts_translation_equivariant(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv")
+    dm = make_dm(tmp_path / "a.csv")
+    module = tiny_model(dm, tmp_path / "run")
+    module.window_shift = "context_mean"
+    w = dm.test_windows[0]
+    history = torch.from_numpy(w.history[-(6 + 3) :])[None]
+    feats = torch.from_numpy(dm.time_feat[w.end - 12 : w.end])[None]
+    offset = torch.tensor([5.0, -3.0, 0.5])
+    a = module.forecast(history, feats, 6, 3, generator=torch.Generator().manual_seed(0))
+    b = module.forecast(history + offset, feats, 6, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        b, a + offset, rtol=1e-4, atol=1e-4
+    )  # the model only sees values relative to the context
+    batch = dm.train_set.get_batch(torch.tensor([0, 1]))
+    frames = module.normalize_frames(batch)
+    torch.testing.assert_close(frames[:, : dm.context_length].mean(1), torch.zeros(2, 3), atol=1e-5, rtol=0)

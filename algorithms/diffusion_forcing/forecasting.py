@@ -17,14 +17,26 @@ from torch import Tensor
 from .module import DiffusionForcing
 from .sampler import Sampler
 
+WINDOW_SHIFTS = ("none", "context_mean")
+
 
 class ForecastingDiffusionForcing(DiffusionForcing):
-    """DiffusionForcing whose per-token conditions are lag covariates plus calendar features."""
+    """DiffusionForcing whose per-token conditions are lag covariates plus calendar features.
 
-    def __init__(self, lags: Sequence[int], **kwargs: Any) -> None:
+    ``window_shift="context_mean"`` subtracts, per window and dimension, the mean of the (normalised) context
+    steps from every value the model sees (tokens and lags) and adds it back to the samples: the model then
+    works relative to the recent level, which matters for trending series whose test range lies at the edge of
+    the training range. The shift uses the context only, never the forecast range.
+    """
+
+    def __init__(self, lags: Sequence[int], context_length: int, window_shift: str = "none", **kwargs: Any) -> None:
         self.lags = sorted(int(v) for v in lags)
         if not self.lags or self.lags[0] < 1:
             raise ValueError(f"lags must be positive integers, got {list(lags)}")
+        if window_shift not in WINDOW_SHIFTS:
+            raise ValueError(f"Unknown algorithm.window_shift {window_shift!r}; choose one of {WINDOW_SHIFTS}")
+        self.context_length = int(context_length)
+        self.window_shift = window_shift
         super().__init__(**kwargs)
         if self.frame_stack != 1:
             raise ValueError("forecasting uses one observation per token: set algorithm.frame_stack=1")
@@ -35,8 +47,20 @@ class ForecastingDiffusionForcing(DiffusionForcing):
         parts = [values[:, start - lag : start - lag + count] for lag in self.lags]
         return torch.cat(parts, dim=-1)  # (B, count, D·len(lags))
 
+    def _shift(self, context: Tensor) -> Tensor:
+        """Per-window offset ``(B, 1, D)`` from normalised context values ``(B, C, D)``."""
+        if self.window_shift == "none":
+            return torch.zeros_like(context[:, :1])
+        return context.mean(dim=1, keepdim=True)
+
+    def normalize_frames(self, batch: dict[str, Tensor]) -> Tensor:
+        frames = self.normalizer.normalize(batch["x"].float())
+        return frames - self._shift(frames[:, : self.context_length])
+
     def conditions(self, batch: dict[str, Tensor], frames: Tensor) -> Tensor:
-        past = self.normalizer.normalize(batch["past"].float())  # (B, max_lag, D)
+        raw = self.normalizer.normalize(batch["x"].float())
+        shift = self._shift(raw[:, : self.context_length])
+        past = self.normalizer.normalize(batch["past"].float()) - shift  # (B, max_lag, D)
         full = torch.cat([past, frames], dim=1)
         lagged = self.lag_features(full, self.max_lag, frames.shape[1])
         return torch.cat([lagged, batch["time_feat"].float()], dim=-1)
@@ -67,7 +91,10 @@ class ForecastingDiffusionForcing(DiffusionForcing):
         if time_feat.shape[1] != c + prediction_length:
             raise ValueError(f"time_feat must cover context + prediction = {c + prediction_length} steps")
         # replicate every window once per sample path: (W·S, ...)
-        values = self.normalizer.normalize(history[:, -(c + self.max_lag) :].float()).repeat_interleave(num_samples, 0)
+        values = self.normalizer.normalize(history[:, -(c + self.max_lag) :].float())
+        shift = self._shift(values[:, -c:])  # context only: never the forecast range
+        values = (values - shift).repeat_interleave(num_samples, 0)
+        shift = shift.repeat_interleave(num_samples, 0)
         feats = time_feat.float().repeat_interleave(num_samples, 0)
         z = self.initial_latent(values.shape[0], None)
         for t in range(c):
@@ -83,7 +110,7 @@ class ForecastingDiffusionForcing(DiffusionForcing):
             token, z = sampler.denoise_chunk(cell, z, 1, cond=cond[:, None], generator=generator)
             steps.append(token[:, 0])
             window = torch.cat([window[:, 1:], token], dim=1)
-        samples = self.normalizer.unnormalize(torch.stack(steps, dim=1))  # (W·S, P, D)
+        samples = self.normalizer.unnormalize(torch.stack(steps, dim=1) + shift)  # (W·S, P, D)
         return samples.reshape(w, num_samples, prediction_length, -1)
 
     def forecast_array(

@@ -161,6 +161,10 @@ class DiffusionForcing(L.LightningModule):
             cond[:, 0] = 0
         return self.stack(cond)
 
+    def normalize_frames(self, batch: dict[str, Tensor]) -> Tensor:
+        """The batch's frames in model units; domains may add a per-window transformation."""
+        return self.normalizer.normalize(batch["x"].float())
+
     def conditions(self, batch: dict[str, Tensor], frames: Tensor) -> Tensor | None:
         """Per-frame conditions ``(B, N, C)`` for normalised ``frames``; domains may derive them (e.g. lags)."""
         return batch.get("cond")
@@ -199,7 +203,7 @@ class DiffusionForcing(L.LightningModule):
 
     def compute_loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         """Algorithm 1: noise every token at its own level, run the causal chain, weighted masked MSE."""
-        frames = self.normalizer.normalize(batch["x"].float())  # (B, N, C, ...)
+        frames = self.normalize_frames(batch)  # (B, N, C, ...)
         x = self.stack(frames)  # (B, T, fs·C, ...)
         b, t = x.shape[:2]
         # Draw for the global batch and keep this rank's slice, so DDP equals one process with the same batch.

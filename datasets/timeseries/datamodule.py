@@ -136,7 +136,7 @@ class TimeSeriesDataModule(SequenceDataModule):
         )
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {**super().model_kwargs(), "lags": self.lags}
+        return {**super().model_kwargs(), "lags": self.lags, "context_length": self.context_length}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
