@@ -38,11 +38,12 @@ def make_dm(path: Path, **kw) -> TimeSeriesDataModule:
     return dm
 
 
-def tiny_model(dm: TimeSeriesDataModule, tmp_path: Path):
+def tiny_model(dm: TimeSeriesDataModule, tmp_path: Path, window_shift: str = "none"):
     cfg = make_cfg(
         tmp_path,
         [
             "experiment=ts_exchange_cpu",
+            f"algorithm.window_shift={window_shift}",
             "algorithm.backbone.z_dim=16",
             "algorithm.backbone.hidden_dim=32",
             "algorithm.backbone.num_gru_layers=1",
@@ -79,14 +80,18 @@ def test_windows_splits_and_train_only_statistics(tmp_path: Path) -> None:
     np.testing.assert_allclose(make_dm(tmp_path / "b.csv").normalization_stats()[0], mean, rtol=1e-6)
 
 
-def test_training_lags_are_exact_past_values(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window_shift", ["none", "context_mean"])
+def test_training_lags_are_exact_past_values(tmp_path: Path, window_shift: str) -> None:
     write_csv(tmp_path / "a.csv")
     dm = make_dm(tmp_path / "a.csv")
-    module = tiny_model(dm, tmp_path / "run")
+    module = tiny_model(dm, tmp_path / "run", window_shift)
     batch = dm.train_set.get_batch(torch.tensor([0, 5]))
-    frames = module.normalizer.normalize(batch["x"])
+    frames = module.normalize_frames(batch)
     cond = module.conditions(batch, frames)
     full = module.normalizer.normalize(torch.cat([batch["past"], batch["x"]], dim=1))
+    if window_shift == "context_mean":  # lags live in the same shifted units as the tokens
+        context = module.normalizer.normalize(batch["x"])[:, : dm.context_length]
+        full = full - context.mean(dim=1, keepdim=True)
     lag_max = dm.max_lag
     for t in range(frames.shape[1]):
         for j, lag in enumerate(dm.lags):  # lag l of step t is x_{t-l}, not x_{t-l+1} (official off-by-one)
@@ -194,8 +199,7 @@ def test_python_api_forecasts_from_an_array_and_reloads_a_run(tmp_path: Path) ->
 def test_context_mean_shift_makes_forecasts_translation_equivariant(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv")
     dm = make_dm(tmp_path / "a.csv")
-    module = tiny_model(dm, tmp_path / "run")
-    module.window_shift = "context_mean"
+    module = tiny_model(dm, tmp_path / "run", "context_mean")
     w = dm.test_windows[0]
     history = torch.from_numpy(w.history[-(6 + 3) :])[None]
     feats = torch.from_numpy(dm.time_feat[w.end - 12 : w.end])[None]
