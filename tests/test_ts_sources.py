@@ -52,8 +52,9 @@ def _gp_copula_module():
 
 def test_exchange_rate_nips_from_shipped_archive_then_cache(tmp_path):
     gp = _gp_copula_module()
-    if not (SHARED / "exchange_rate_nips.tar.gz").is_file():
-        pytest.skip(f"shipped archive not found in {SHARED}")
+    assert (SHARED / "exchange_rate_nips.tar.gz").is_file(), (
+        f"shipped archive missing: put ../shared beside the project ({SHARED})"
+    )
     cache = tmp_path / "cache"
     series = load_gluonts("exchange_rate_nips", cache, SHARED)
 
@@ -161,8 +162,7 @@ def test_core_modules_import_without_gluonts():
 
 def test_load_csv_etth1():
     path = SHARED / "ETTh1.csv"
-    if not path.is_file():
-        pytest.skip(f"ETTh1.csv not found in {SHARED}")
+    assert path.is_file(), f"ETTh1.csv missing: put ../shared beside the project ({SHARED})"
     series = load_csv(path, freq="H", prediction_length=24, num_test_windows=7)
     assert series.name == "ETTh1" and series.freq == "h" and series.dim == 7
     assert series.start == pd.Period("2016-07-01 00:00", freq="h")
