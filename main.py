@@ -15,6 +15,7 @@ log = logging.getLogger("main")
 @hydra.main(version_base="1.3", config_path="configurations", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.errors import InstantiationException
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from experiments.run import ConfigError, run
     from utils.checkpoint import CheckpointError
@@ -28,6 +29,17 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.error("%s: %s", type(err).__name__, err)
         sys.exit(2)
+    except FloatingPointError as err:  # diverged training: the last good checkpoint is kept
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("training stopped: %s", err)
+        sys.exit(3)
+    except SIGTERMException:
+        log.error(
+            "interrupted by SIGTERM; checkpoints/last.ckpt holds the last completed step: continue with "
+            "resume=<run dir> (or resume=auto)"
+        )
+        sys.exit(143)
     # Hydra sweepers (e.g. Optuna) read the returned value; report the monitored metric if one is set
     objective = cfg.get("objective_metric")
     return metrics.get(objective) if objective else None

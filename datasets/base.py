@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from utils.distributed import PaddedEvalDataset, ShardedBatchSampler
+
 
 class TensorDictDataset(Dataset):
     """Items ``{key: tensor[i]}`` from equally long tensors; ``get_batch`` gathers many indices at once."""
@@ -129,7 +131,9 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
     def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no evaluation split set up")
-        return DataLoader(dataset, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers)
+        # fixed batches dealt to the DDP ranks without padding (no sequence evaluated twice or skipped)
+        sampler = ShardedBatchSampler(len(dataset), self.val_batch_size)
+        return DataLoader(PaddedEvalDataset(dataset), batch_sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

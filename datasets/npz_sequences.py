@@ -58,6 +58,10 @@ class NpzSequenceDataModule(SequenceDataModule):
         x = arrays["x"]
         if x.ndim < 3:
             raise ValueError(f"'x' in {self.path} must be (num_sequences, frames, *frame_shape), got {x.shape}")
+        for key in ("x", "cond", "first_obs"):
+            if key in arrays and arrays[key].dtype.kind in "fc" and not np.isfinite(arrays[key]).all():
+                bad = int((~np.isfinite(arrays[key])).sum())
+                raise ValueError(f"'{key}' in {self.path} holds {bad} NaN/inf values; clean or regenerate the file")
         for key in OPTIONAL_KEYS:
             if key in arrays and arrays[key].shape[0] != x.shape[0]:
                 raise ValueError(

@@ -16,7 +16,13 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from utils.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from utils.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointOnSigterm,
+    load_checkpoint,
+    load_weights,
+    resolve_checkpoint,
+)
 from utils.metrics import MetricsJson, write_json_atomic
 from utils.paths import PROJECT_ROOT
 
@@ -51,7 +57,7 @@ def check_config(cfg: DictConfig) -> list[str]:
         raise ConfigError(f"unknown task(s) {unknown} in tasks; allowed: {list(TASKS)}")
     if cfg.get("resume") and cfg.get("load"):
         raise ConfigError("give either resume= (continue a run) or load= (weights only), not both")
-    if cfg.get("resume") and "training" not in tasks:
+    if cfg.get("resume") and str(cfg.resume) != "auto" and "training" not in tasks:
         raise ConfigError("resume= continues training; add 'training' to tasks, or use load=<ckpt> to evaluate")
     return tasks
 
@@ -88,6 +94,9 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
         id_file = run_dir / "wandb_run_id.txt"
         if id_file.exists():  # resumed run: continue the same W&B run
             kwargs.update(id=id_file.read_text().strip(), resume="allow")
+        if str(logger_cfg.get("offline")) == "auto":
+            kwargs["offline"] = not wandb_logged_in()
+            log.info("W&B %s (logger.offline=auto)", "offline: no API key found" if kwargs["offline"] else "online")
     logger = instantiate(logger_cfg, **kwargs)
     if target.endswith("WandbLogger"):
         try:
@@ -95,6 +104,38 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
         except Exception as err:  # noqa: BLE001 - a missing run id must not stop training
             log.warning("could not record the W&B run id: %s", err)
     return logger
+
+
+def wandb_logged_in() -> bool:
+    """True when W&B can go online: ``WANDB_API_KEY`` is set or ``wandb login`` stored a key, and the user did
+    not force ``WANDB_MODE=offline``/``disabled``. Checked without any network access."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return False
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_resume(cfg: DictConfig, tasks: list[str]) -> Path | None:
+    """``resume=`` as a checkpoint path: a run directory, a ``.ckpt``, a W&B run id, or ``auto`` (this run's own
+    ``checkpoints/last.ckpt`` if it exists, else a fresh start; used on clusters where a requeued job reruns)."""
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    if str(resume) == "auto":
+        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+        if "training" in tasks and last.is_file():
+            log.info("resume=auto: continuing from %s", last)
+            return last
+        log.info("resume=auto: no %s yet, starting fresh", last)
+        return None
+    return resolve_checkpoint(resume, "resume")
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
@@ -135,8 +176,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
             save_on_train_epoch_end=False,
         ),
         MetricsJson(run_dir),
+        CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"),
     ]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # trainer.plugins: a list of _target_ configs (e.g. a SLURMEnvironment); checkpoints are always atomic
+    plugins = [instantiate(p) for p in trainer_kwargs.pop("plugins", None) or []]
+    plugins.append(AtomicCheckpointIO())
     if str(trainer_kwargs.get("precision")).startswith("16") and trainer_kwargs.get("accelerator") in ("cpu", "auto"):
         import torch
 
@@ -146,16 +191,17 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
                 "or bf16-mixed here",
                 trainer_kwargs["precision"],
             )
-    return L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    return L.Trainer(
+        **trainer_kwargs, plugins=plugins, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run ``cfg.tasks`` in order and return the metrics written to ``metrics.json``."""
     tasks = check_config(cfg)
-    resume_ckpt = None
     run_dir = Path(cfg.output_dir)
-    if cfg.get("resume"):
-        resume_ckpt = resolve_checkpoint(cfg.resume, "resume")
+    resume_ckpt = resolve_resume(cfg, tasks)
+    if resume_ckpt is not None:
         load_checkpoint(resume_ckpt, "resume")  # fail early and clearly on a corrupt file
         run_dir = resume_ckpt.parent.parent if resume_ckpt.parent.name == "checkpoints" else resume_ckpt.parent
         log.info("resuming %s; writing into %s", resume_ckpt, run_dir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from urllib.error import URLError
 
@@ -112,10 +111,29 @@ def test_corrupt_archive_restores_downloader_and_leaves_no_cache(tmp_path):
     shared.mkdir()
     (shared / "traffic_nips.tar.gz").write_bytes(b"not a tar archive")
     cache = tmp_path / "cache"
-    with pytest.raises(tarfile.TarError):
+    with pytest.raises(ValueError, match="corrupt or truncated.*traffic_nips.tar.gz"):
         load_gluonts("traffic_nips", cache, shared)
     assert gp.request.__name__ == "urllib.request"
     assert not (cache / "traffic_nips").exists() and not (cache / "traffic_nips.tar.gz").exists()
+
+
+def test_truncated_archive_and_damaged_cache_are_clear_errors(tmp_path):
+    rng = np.random.default_rng(2)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    archive = write_gp_copula_archive(shared, "solar_nips", rng.uniform(0, 5, (3, 50)), 2, 24, "2014-01-01 00:00:00")
+    full = archive.read_bytes()
+    archive.write_bytes(full[: len(full) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_gluonts("solar_nips", tmp_path / "cache", shared)
+    assert not (tmp_path / "cache" / "solar_nips").exists()
+
+    archive.write_bytes(full)
+    load_gluonts("solar_nips", tmp_path / "cache", shared)  # converts into the cache
+    train_json = next((tmp_path / "cache" / "solar_nips" / "train").glob("data.json*"))
+    train_json.write_bytes(train_json.read_bytes()[:40])  # damage the converted copy
+    with pytest.raises(ValueError, match="delete that folder"):
+        load_gluonts("solar_nips", tmp_path / "cache", shared)
 
 
 @pytest.mark.parametrize("downloader", ["patched", "urllib"])

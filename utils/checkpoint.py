@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from utils.paths import PROJECT_ROOT
 
 
 class CheckpointError(RuntimeError):
@@ -27,8 +32,22 @@ def resolve_checkpoint(path: str | os.PathLike, key: str) -> Path:
             "or the path of a .ckpt file"
         )
     if not p.is_file():
+        if _looks_like_run_id(str(path)):
+            roots = [root / sub for root in (PROJECT_ROOT, Path.cwd()) for sub in ("outputs", "multirun")]
+            run_dir = find_run_by_wandb_id(str(path), roots)
+            if run_dir is not None:
+                return resolve_checkpoint(run_dir, key)
+            raise CheckpointError(
+                f"{key}={path}: neither a file, a directory, nor the W&B run id of a run under outputs/ or "
+                "multirun/ (looked for wandb_run_id.txt); pass the run directory or a .ckpt file"
+            )
         raise CheckpointError(f"{key}={path}: no such file or directory; pass a run directory or a .ckpt file")
     return p
+
+
+def _looks_like_run_id(text: str) -> bool:
+    """W&B run ids are short alphanumeric strings (no path separators, no file suffix)."""
+    return text.isalnum() and 4 <= len(text) <= 64
 
 
 def load_checkpoint(path: str | os.PathLike, key: str = "load") -> dict[str, Any]:
@@ -82,3 +101,67 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", setup_data: b
     load_weights(module, resolve_checkpoint(path, "checkpoint"))
     module.output_dir = run
     return module.eval(), datamodule
+
+
+def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
+    """Names of floating-point tensors in ``state_dict`` that hold NaN or inf."""
+    return [
+        key
+        for key, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file in the same folder, synced, then renamed over the target.
+
+    A crash or kill during the write leaves the previous file intact (``os.replace`` is atomic on POSIX), and a
+    checkpoint whose weights hold NaN/inf is refused, so ``last.ckpt`` always stays the last good state.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options (got {storage_options!r})")
+        target = Path(path)
+        bad = non_finite_entries(checkpoint.get("state_dict", {}))
+        if bad:
+            raise FloatingPointError(
+                f"refusing to write {target}: non-finite weights in {bad[:3]} (step {checkpoint.get('global_step')}); "
+                "the previous checkpoint is kept. Lower algorithm.optimizer.lr or raise trainer.gradient_clip_val."
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class CheckpointOnSigterm(Callback):
+    """On SIGTERM (scheduler pre-emption, ``kill``), Lightning stops at the next step boundary; save ``last.ckpt``
+    there so ``resume=<run dir>`` (or ``resume=auto``) continues from that exact step."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def find_run_by_wandb_id(run_id: str, roots: list[Path]) -> Path | None:
+    """The run directory (under ``roots``) whose ``wandb_run_id.txt`` holds ``run_id``, or None."""
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for id_file in root.rglob("wandb_run_id.txt"):
+            try:
+                if id_file.read_text().strip() == run_id:
+                    return id_file.parent
+            except OSError:
+                continue
+    return None

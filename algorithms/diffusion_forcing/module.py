@@ -23,6 +23,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from utils.distributed import all_reduce_sum, global_batch_index
+
 from .backbones.base import RecurrentBackbone
 from .denoiser import DenoisingCell
 from .ema import EMA
@@ -206,8 +208,10 @@ class DiffusionForcing(L.LightningModule):
         frames = self.normalize_frames(batch)  # (B, N, C, ...)
         x = self.stack(frames)  # (B, T, fs·C, ...)
         b, t = x.shape[:2]
-        # Draw for the global batch and keep this rank's slice, so DDP equals one process with the same batch.
-        world, rank = self.trainer.world_size if self._trainer else 1, self.global_rank if self._trainer else 0
+        # Training: draw for the global batch and keep this rank's slice, so DDP equals one process with the same
+        # batch. Evaluation batches are whole batches already (each evaluated by one rank): draw for them alone.
+        sharded = self._trainer is not None and self.training
+        world, rank = (self.trainer.world_size, self.global_rank) if sharded else (1, 0)
         levels = self.sample_levels(b * world, t, generator)[rank * b : (rank + 1) * b]
         noise = torch.randn((b * world, *x.shape[1:]), generator=generator, device=x.device)[rank * b : (rank + 1) * b]
         noise = noise.clamp(-self.cell.clip_noise, self.cell.clip_noise).to(x.dtype)
@@ -272,16 +276,34 @@ class DiffusionForcing(L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._eval_loss(batch, batch_idx, "test")
 
-    def _eval_loss(self, batch: dict[str, Tensor], batch_idx: int, prefix: str) -> Tensor:
-        gen = _seeded_generator(self.device, self.seed, 2, batch_idx)
+    def _eval_loss(self, batch: dict[str, Tensor], batch_idx: int, prefix: str) -> Tensor | None:
+        # noise keyed by the global batch (the loaders deal fixed batches to ranks): the same for any world size
+        weight = batch.pop("eval_weight", None)
+        if weight is not None and not bool(weight.any()):
+            return None  # a padding batch of a rank with fewer batches (utils/distributed.py)
+        gen = _seeded_generator(self.device, self.seed, 2, global_batch_index(batch_idx))
         loss, _ = self.compute_loss(batch, gen)
-        self.log(f"{prefix}/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["x"].shape[0])
+        n = batch["x"].shape[0]
+        self._eval_sums += torch.stack([loss.detach().double() * n, torch.tensor(float(n), dtype=torch.float64)])
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._eval_sums = torch.zeros(2, dtype=torch.float64)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _log_eval_loss(self, prefix: str) -> None:
+        """The exact mean over all evaluation sequences, summed across ranks (not a mean of rank means)."""
+        total, count = all_reduce_sum(self._eval_sums.to(self.device)).tolist()
+        if count > 0:
+            self.log(f"{prefix}/loss", total / count, prog_bar=True, sync_dist=False)
+
     def on_validation_epoch_end(self) -> None:
+        self._log_eval_loss("val")
         self._run_evaluator("val")
 
     def on_test_epoch_end(self) -> None:
+        self._log_eval_loss("test")
         self._run_evaluator("test")
 
     def _run_evaluator(self, prefix: str) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tarfile
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,8 +78,14 @@ def load_gluonts(
     from gluonts.dataset.multivariate_grouper import MultivariateGrouper
 
     with quiet_bday_warnings():
-        train_entries = list(dataset.train)
-        test_entries = list(dataset.test)
+        try:
+            train_entries = list(dataset.train)
+            test_entries = list(dataset.test)
+        except (ValueError, OSError, EOFError) as err:  # incl. JSON decode errors of a damaged cached copy
+            raise ValueError(
+                f"{name}: the converted copy in {cache / name} is unreadable ({type(err).__name__}: "
+                f"{str(err).splitlines()[0]}); delete that folder and run again to convert it afresh"
+            ) from None
         if not train_entries:
             raise ValueError(f"{name}: the GluonTS train set is empty (cache {cache / name})")
         if len(test_entries) % len(train_entries) != 0:
@@ -236,6 +244,17 @@ def _get_dataset(name: str, cache: Path, archive: Path | None, shared: Path | No
                     shutil.rmtree(path, ignore_errors=True)
                 elif path.exists():
                     path.unlink()
+        if converted and isinstance(err, (OSError, EOFError, ValueError, zlib.error)):
+            raise ValueError(
+                f"{name}: the converted copy in {dataset_dir} is unreadable ({type(err).__name__}: "
+                f"{str(err).splitlines()[0]}); delete that folder and run again to convert it afresh"
+            ) from None
+        if not converted and archive is not None and isinstance(err, (OSError, EOFError, zlib.error, tarfile.TarError)):
+            raise ValueError(
+                f"GluonTS archive {archive} is corrupt or truncated ({type(err).__name__}: "
+                f"{str(err).splitlines()[0]}); replace it with a complete copy of {name}.tar.gz (see SHA256SUMS "
+                "beside it) or remove it to download instead"
+            ) from None
         if not converted and archive is None and isinstance(err, OSError):
             where = str(shared) if shared is not None else "the directory set as paths.shared_data"
             raise FileNotFoundError(
