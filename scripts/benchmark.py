@@ -1,0 +1,402 @@
+"""Speed and memory benchmark: ``python -m scripts.benchmark [--set cpu|paper|all] [--out docs/benchmark]``.
+
+For every model of the chosen set (built from the project's own configs) it measures
+
+* training: seconds per optimiser step (forward, backward, AdamW) and training tokens/s;
+* sampling: one plan of ``plan_tokens`` tokens (S = 50, batch 32) with the full-sequence, pyramid and
+  autoregressive matrices: wall time, cell calls and tokens/s; for the pyramid plan also an *official-style*
+  reference on the same network (every token recomputed in every row, no prefix cache) with the largest
+  difference between the two plans (equal samples = equal quality);
+* Monte Carlo Guidance: a guided pyramid plan with N = 1, 2, 4, 8 sampled futures (vector models);
+* memory: peak resident memory of autoregressive rollouts of growing length (each in a fresh process),
+  streamed chunk by chunk versus collected in one tensor.
+
+Results go to ``<out>/<set>.json`` and ``<out>/<set>.md``. Timings are medians over ``--repeats`` runs after one
+warm-up; the machine is recorded in the JSON. Use the same thread count for runs you compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = str(ROOT / "configurations")
+SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
+MCG_SAMPLES = (1, 2, 4, 8)
+
+# Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
+# issue that asked for this benchmark; not measured by this script.
+OFFICIAL = {
+    "maze_paper": {"train_s_per_step": 0.68, "pyramid_plan_s": 29.0, "pyramid_cell_calls": 6600},
+    "timeseries_paper": {"train_s_per_step": 1.42, "pyramid_plan_s": 50.0},
+}
+
+
+@dataclass
+class Case:
+    """One model: the config overrides it is built from, the data facts and the benchmark sizes."""
+
+    name: str
+    overrides: list[str]
+    model_kwargs: dict[str, Any]
+    frames: int  # frames per training window (tokens × frame_stack)
+    batch: int = 32
+    plan_tokens: int = 60
+    mcg: bool = False
+    mcg_tokens: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _vector(
+    name: str, frame: int, frame_stack: int, tokens: int, obs: int, backbone: dict[str, Any], **kw: Any
+) -> Case:
+    over = [f"algorithm.frame_stack={frame_stack}", "algorithm.backbone.initial_state=encoder"]
+    over += [f"algorithm.backbone.{k}={v}" for k, v in backbone.items()]
+    kwargs = {"frame_shape": [frame], "cond_dim": 0, "obs_dim": obs}
+    return Case(name, ["experiment=compositional", *over], kwargs, frames=tokens * frame_stack, **kw)
+
+
+def _timeseries(name: str, preset: str) -> Case:
+    kwargs = {"frame_shape": [8], "cond_dim": 20, "obs_dim": 0, "lags": [1, 2], "context_length": 30}
+    return Case(name, [f"experiment={preset}"], kwargs, frames=60)
+
+
+def cases(which: str) -> list[Case]:
+    maze = dict(z_dim=128, num_res_layers=4, num_gru_layers=1)
+    cpu = [
+        _vector("compositional_cpu", 2, 4, 8, 2, {}, batch=256, plan_tokens=8),  # the quickstart model as trained
+        _vector("maze_cpu", 6, 10, 60, 4, {**maze, "hidden_dim": 256}, mcg=True),
+        _timeseries("timeseries_cpu", "ts_exchange_cpu"),
+    ]
+    paper = [
+        # maze size of the official reference: 60-d tokens (fs 10 × [o, a]), 60 tokens, ≈ 3.2 M parameters
+        _vector("maze_paper", 6, 10, 60, 4, {**maze, "hidden_dim": 592}, mcg=True),
+        _timeseries("timeseries_paper", "ts_exchange"),
+    ]
+    return {"cpu": cpu, "paper": paper, "all": cpu + paper}[which]
+
+
+# -- building ----------------------------------------------------------------------------------------------------
+def build(case: Case, extra_overrides: list[str] | None = None):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                *case.overrides,
+                "output_dir=/tmp/df-benchmark",
+                "algorithm.evaluator=null",
+                *(extra_overrides or []),
+            ],
+        )
+    module = instantiate(cfg.algorithm, **case.model_kwargs)
+    channels = case.model_kwargs["frame_shape"][0]
+    module.normalizer.set_stats([0.0] * channels, [1.0] * channels)
+    return module, cfg
+
+
+def training_batch(case: Case, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    b, n, c = case.batch, case.frames, case.model_kwargs["frame_shape"][0]
+    batch = {"x": torch.randn(b, n, c, generator=generator)}
+    if case.model_kwargs.get("obs_dim"):
+        batch["first_obs"] = torch.randn(b, case.model_kwargs["obs_dim"], generator=generator)
+    if "lags" in case.model_kwargs:
+        batch["past"] = torch.randn(b, max(case.model_kwargs["lags"]), c, generator=generator)
+        batch["time_feat"] = torch.rand(b, n, 4, generator=generator) - 0.5
+    return batch
+
+
+def _median_time(fn, repeats: int) -> tuple[float, Any]:
+    fn()  # warm-up
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+# -- measurements --------------------------------------------------------------------------------------------
+def bench_training(case: Case, repeats: int) -> dict[str, float]:
+    module, _ = build(case)
+    module.train()
+    optimizer = torch.optim.AdamW(module.cell.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    batch = training_batch(case, gen)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = module.compute_loss(batch, torch.Generator().manual_seed(1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.cell.parameters(), 1.0)
+        optimizer.step()
+
+    seconds, _ = _median_time(step, repeats)
+    tokens = case.batch * case.frames // module.frame_stack
+    params = sum(p.numel() for p in module.cell.parameters())
+    return {"params_M": params / 1e6, "train_s_per_step": seconds, "train_tokens_per_s": tokens / seconds}
+
+
+class CallCounter:
+    """Counts forward calls of the denoising cell (one call = one token of one row for the whole batch)."""
+
+    def __init__(self, cell: torch.nn.Module) -> None:
+        self.calls = 0
+        self.handle = cell.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_: Any) -> None:
+        self.calls += 1
+
+
+def _plan_inputs(module, case: Case, tokens: int, batch: int):
+    z = module.sampling_cell.init_state(
+        batch, torch.zeros(batch, case.model_kwargs["obs_dim"]) if case.model_kwargs.get("obs_dim") else None
+    )
+    cond = None
+    if module.cell.backbone.cond_dim:
+        cond = torch.randn(batch, tokens, module.cell.backbone.cond_dim, generator=torch.Generator().manual_seed(3))
+    return z, cond
+
+
+def naive_plan(sampler, cell, z, horizon: int, cond, generator) -> torch.Tensor:
+    """Official-style reference: every row recomputes every token from the context latent (no prefix cache, no
+    skipping of tokens whose level does not change). Same maths as ``Sampler.denoise_chunk`` without guidance."""
+    from algorithms.diffusion_forcing.noise_schedule import CLEAN_LEVEL
+    from algorithms.diffusion_forcing.sampler import ddim_step
+
+    schedule = cell.schedule
+    levels = sampler.level_matrix(horizon, schedule.num_levels)
+    x = sampler._randn((z.shape[0], horizon, *cell.token_shape), z, generator)
+    for m in range(1, levels.shape[0]):
+        frm, to = levels[m - 1], levels[m]
+        changed = (to != frm).nonzero().flatten()
+        if len(changed) == 0:
+            continue
+        zt, x0s, epss = z, [], []
+        for t in range(horizon):
+            c = None if cond is None else cond[:, t]
+            if frm[t] == CLEAN_LEVEL:
+                x_in, lvl = sampler.present_clean(cell, x[:, t], None)
+                zt, _, _ = cell(zt, x_in, lvl, c)
+                x0s.append(x[:, t])
+                epss.append(torch.zeros_like(x[:, t]))
+            else:
+                lvl = torch.full((x.shape[0],), int(frm[t]), dtype=torch.long)
+                zt, x0, eps = cell(zt, x[:, t], lvl, c)
+                x0s.append(x0)
+                epss.append(eps)
+        x0_all, eps_all = torch.stack(x0s, 1), torch.stack(epss, 1)
+        a_from = schedule.alpha_bar(frm[changed]).unsqueeze(0)
+        a_to = schedule.alpha_bar(to[changed]).unsqueeze(0)
+        x_new, _ = ddim_step(x0_all[:, changed], eps_all[:, changed], a_from, a_to, 0.0, None)
+        x = x.clone()
+        x[:, changed] = x_new
+    return x
+
+
+@torch.no_grad()
+def bench_sampling(case: Case, repeats: int) -> dict[str, Any]:
+    from algorithms.diffusion_forcing.sampler import Sampler
+
+    module, _ = build(case)
+    module.eval()
+    cell, h, b = module.sampling_cell, case.plan_tokens, 32
+    z, cond = _plan_inputs(module, case, h, b)
+    out: dict[str, Any] = {}
+    for schedule in SCHEDULES:
+        sampler = Sampler(sampling_steps=50, eta=0.0, scheduling_matrix=schedule, stabilization_level=10)
+        counter = CallCounter(cell)
+        seconds, x = _median_time(
+            lambda s=sampler: s.denoise_chunk(cell, z, h, cond, generator=torch.Generator().manual_seed(7))[0], repeats
+        )
+        counter.handle.remove()
+        out[schedule] = {
+            "plan_s": seconds,
+            "cell_calls": counter.calls // (repeats + 1),
+            "tokens_per_s": b * h / seconds,
+        }
+        if schedule == "pyramid":
+            counter = CallCounter(cell)
+            ref_seconds, ref = _median_time(
+                lambda s=sampler: naive_plan(s, cell, z, h, cond, torch.Generator().manual_seed(7)), 1
+            )
+            counter.handle.remove()
+            out["pyramid_naive_reference"] = {
+                "plan_s": ref_seconds,
+                "cell_calls": counter.calls // 2,
+                "max_abs_diff_vs_ours": float((ref - x).abs().max()),
+            }
+    return out
+
+
+def bench_mcg(case: Case, repeats: int) -> dict[str, Any]:
+    from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
+    from algorithms.diffusion_forcing.sampler import Sampler
+
+    module, _ = build(case)
+    module.eval()
+    cell, h, b = module.sampling_cell, case.mcg_tokens, 32
+    z, cond = _plan_inputs(module, case, h, b)
+    sampler = Sampler(sampling_steps=50, eta=0.0, scheduling_matrix="pyramid", stabilization_level=10)
+    out: dict[str, Any] = {"plan_tokens": h}
+    for n in MCG_SAMPLES:
+        guidance = Guidance(GoalDistanceEnergy(torch.ones(2), dims=[0, 1]), scale=1.0, mc_samples=n)
+        seconds, _ = _median_time(
+            lambda g=guidance: sampler.denoise_chunk(cell, z, h, cond, g, torch.Generator().manual_seed(7)),
+            max(1, repeats - 1),
+        )
+        out[f"N{n}_s"] = seconds
+    out["N8_over_N1"] = out["N8_s"] / out["N1_s"]
+    return out
+
+
+# -- memory (each probe in a fresh process: ru_maxrss is a high-water mark) ---------------------------------------
+MEMORY_MODEL = [
+    "experiment=compositional", "algorithm=df_image", "algorithm.frame_stack=1", "algorithm.backbone.network_size=16",
+    "algorithm.backbone.dim_mults=[1,2]", "algorithm.backbone.attention=false", "algorithm.sampler.chunk_size=1",
+    "algorithm.sampler.sampling_steps=5", "algorithm.backbone.initial_state=learned",
+]  # fmt: skip
+MEMORY_LENGTHS = (16, 64, 256)
+
+
+def memory_probe(tokens: int, mode: str) -> dict[str, float]:
+    case = Case("memory", MEMORY_MODEL, {"frame_shape": [3, 32, 32], "cond_dim": 0, "obs_dim": 0}, frames=1)
+    module, _ = build(case)
+    module.normalizer.set_stats([0.0] * 3, [1.0] * 3)
+    module.eval()
+    cell, b = module.sampling_cell, 4
+    z = cell.init_state(b, None)
+    gen = torch.Generator().manual_seed(0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if mode == "stream":  # consume chunk by chunk (e.g. write to disk, update running metrics)
+            total = 0.0
+            for chunk in module.sampler.iter_rollout(cell, z, tokens, generator=gen):
+                total += float(chunk.mean())
+        else:  # keep every generated token in memory
+            module.sampler.rollout(cell, z, tokens, generator=gen)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"tokens": tokens, "mode": mode, "peak_rss_growth_MB": (peak - before) / 1024, "seconds": seconds}
+
+
+def bench_memory() -> list[dict[str, float]]:
+    rows = []
+    for mode in ("stream", "collect"):
+        for tokens in MEMORY_LENGTHS:
+            cmd = [sys.executable, "-m", "scripts.benchmark", "--memory-probe", str(tokens), mode]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory probe failed: {proc.stderr[-2000:]}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "dtype": "float32",
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"Machine: {results['machine']}", ""]
+    plan_heads = " | ".join(f"{s} plan s (calls)" for s in SCHEDULES)
+    lines.append(
+        f"| model | params (M) | train s/step | train tokens/s | {plan_heads} | official-style pyramid s (calls) | "
+        "max abs diff |"
+    )
+    lines.append("|" + "---|" * 9)
+    for name, r in results["models"].items():
+        t, s = r["training"], r["sampling"]
+        plans = " | ".join(f"{s[k]['plan_s']:.2f} ({s[k]['cell_calls']})" for k in SCHEDULES)
+        ref = s["pyramid_naive_reference"]
+        lines.append(
+            f"| {name} | {t['params_M']:.2f} | {t['train_s_per_step']:.3f} | {t['train_tokens_per_s']:.0f} | {plans} | "
+            f"{ref['plan_s']:.2f} ({ref['cell_calls']}) | {ref['max_abs_diff_vs_ours']:.1e} |"
+        )
+    mcg = {k: r["mcg"] for k, r in results["models"].items() if "mcg" in r}
+    if mcg:
+        heads = " | ".join(f"N={n} s" for n in MCG_SAMPLES)
+        lines += ["", f"| model (guided pyramid plan) | tokens | {heads} | N=8 / N=1 |", "|" + "---|" * 7]
+        for name, m in mcg.items():
+            times = " | ".join(f"{m[f'N{n}_s']:.2f}" for n in MCG_SAMPLES)
+            lines.append(f"| {name} | {m['plan_tokens']} | {times} | {m['N8_over_N1']:.2f} |")
+    if results.get("memory"):
+        lines += [
+            "",
+            "| rollout (image tokens 3×32×32, batch 4) | tokens | peak RSS growth (MB) | s |",
+            "|---|---|---|---|",
+        ]
+        for row in results["memory"]:
+            lines.append(
+                f"| {row['mode']} | {row['tokens']} | {row['peak_rss_growth_MB']:.1f} | {row['seconds']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=("cpu", "paper", "all"), default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="model names to run (default: all of the set)")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("TOKENS", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(int(args.memory_probe[0]), args.memory_probe[1])))
+        return {}
+
+    results: dict[str, Any] = {"set": args.set, "machine": machine(), "models": {}, "official_reference": OFFICIAL}
+    t_start = time.perf_counter()
+    for case in cases(args.set):
+        if args.only and case.name not in args.only:
+            continue
+        print(f"[benchmark] {case.name}", flush=True)
+        entry = {"training": bench_training(case, args.repeats), "sampling": bench_sampling(case, args.repeats)}
+        if case.mcg:
+            entry["mcg"] = bench_mcg(case, args.repeats)
+        results["models"][case.name] = entry
+    if not args.no_memory and args.set in ("cpu", "all"):
+        print("[benchmark] memory", flush=True)
+        results["memory"] = bench_memory()
+    results["wall_s"] = time.perf_counter() - t_start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.set}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (out / f"{args.set}.md").write_text(table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()
