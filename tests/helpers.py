@@ -18,13 +18,17 @@ from algorithms.diffusion_forcing.parameterization import training_target
 
 
 class CountingCell(DenoisingCell):
-    """A DenoisingCell that counts its calls."""
+    """A DenoisingCell that counts token evaluations (one per ``forward``, ``n`` per ``forward_sequence``)."""
 
     calls = 0
 
     def forward(self, *args, **kwargs):
         self.calls += 1
         return super().forward(*args, **kwargs)
+
+    def forward_sequence(self, z, x_noisy, level, cond=None):
+        self.calls += x_noisy.shape[1]  # the backbone's own loop/batching does not go through self.forward
+        return super().forward_sequence(z, x_noisy, level, cond)
 
 
 class OracleBackbone(RecurrentBackbone):

@@ -36,3 +36,15 @@ class DenoisingCell(nn.Module):
         a, s = self.schedule.coefficients(level, x_noisy)
         x0, eps = output_to_x0_eps(self.objective, output, x_noisy, a, s, self.clip_noise)
         return z_next, x0, eps
+
+    def forward_sequence(
+        self, z: Tensor, x_noisy: Tensor, level: Tensor, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The cell over ``x_noisy (B, n, *token)`` at levels ``(B, n)`` from latent ``z``: ``(latents, x0, eps)``.
+
+        Equal to ``n`` calls of :meth:`forward`; the backbone batches its non-recurrent parts over the tokens.
+        """
+        latents, output = self.backbone.forward_sequence(z, x_noisy, level, cond)
+        a, s = self.schedule.coefficients(level, x_noisy)
+        x0, eps = output_to_x0_eps(self.objective, output, x_noisy, a, s, self.clip_noise)
+        return latents, x0, eps

@@ -96,23 +96,27 @@ class _Row:
     generator: torch.Generator | None
 
     def chain(self, x_run: Tensor, repeats: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Cell over ``x_run`` (R·B, n, ...) from the prefix latent → (chunk x̂0 with prefix/suffix, x̂0, ε̂)."""
+        """Cell over ``x_run`` (R·B, n, ...) from the prefix latent → (chunk x̂0 with prefix/suffix, x̂0, ε̂).
+
+        One ``forward_sequence`` over the run (the backbone batches its non-recurrent parts over the tokens).
+        Finished tokens that are not yet in the cached prefix are presented stabilised, and keep their value.
+        """
         z = _repeat(self.prefix_z, repeats)
-        x0s, epss = [], []
-        for t, x_t in zip(range(self.start, self.stop), x_run.unbind(1)):
-            c = _repeat(None if self.cond is None else self.cond[:, t], repeats)
-            if self.frm[t] == CLEAN_LEVEL:  # finished but not in the cached prefix: present it stabilised
-                noise = _repeat(None if self.stab_noise is None else self.stab_noise[:, t], repeats)
-                x_in, lvl = self.sampler.present_clean(self.cell, x_t, noise)
-                z, _, _ = self.cell(z, x_in, lvl, c)
-                x0s.append(x_t)
-                epss.append(torch.zeros_like(x_t))
-                continue
-            lvl = torch.full((x_t.shape[0],), int(self.frm[t]), device=x_t.device, dtype=torch.long)
-            z, x0, eps = self.cell(z, x_t, lvl, c)
-            x0s.append(x0)
-            epss.append(eps)
-        x0_run, eps_run = torch.stack(x0s, 1), torch.stack(epss, 1)
+        b, n = x_run.shape[:2]
+        frm = self.frm[self.start : self.stop]
+        clean = frm == CLEAN_LEVEL  # (n,)
+        label = torch.full_like(frm, self.sampler.stabilization_level)
+        levels = torch.where(clean, label, frm).unsqueeze(0).expand(b, n)  # (R·B, n) presented labels
+        x_in = x_run
+        if bool(clean.any()):
+            mask = clean.reshape(1, n, *([1] * (x_run.ndim - 2)))
+            noise = None if self.stab_noise is None else _repeat(self.stab_noise[:, self.start : self.stop], repeats)
+            x_in = torch.where(mask, self.sampler.present_clean_seq(self.cell, x_run, levels, noise), x_run)
+        cond = _repeat(None if self.cond is None else self.cond[:, self.start : self.stop], repeats)
+        _, x0_run, eps_run = self.cell.forward_sequence(z, x_in, levels, cond)
+        if bool(clean.any()):
+            x0_run = torch.where(mask, x_run, x0_run)
+            eps_run = torch.where(mask, torch.zeros_like(eps_run), eps_run)
         prefix = _repeat(self.x[:, : self.start], repeats)
         suffix = _repeat(self.x[:, self.stop :], repeats)  # non-empty only without guidance
         return torch.cat([prefix, x0_run, suffix], 1), x0_run, eps_run
@@ -204,6 +208,13 @@ class Sampler:
             return cell.schedule.q_sample(x, level, noise), level
         a, _ = cell.schedule.coefficients(level, x)
         return a * x, level
+
+    def present_clean_seq(self, cell: DenoisingCell, x: Tensor, levels: Tensor, noise: Tensor | None) -> Tensor:
+        """:meth:`present_clean` for a run of tokens ``x (B, n, ...)`` with ``levels (B, n)`` all equal to L."""
+        if self.stabilization_mode == "noise" and noise is not None:
+            return cell.schedule.q_sample(x, levels, noise)
+        a, _ = cell.schedule.coefficients(levels, x)
+        return a * x
 
     def commit(
         self, cell: DenoisingCell, z: Tensor, x: Tensor, cond: Tensor | None = None, noise: Tensor | None = None
