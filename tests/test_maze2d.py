@@ -1,0 +1,145 @@
+"""Maze2d on the mujoco package: physics and reward against hand-checked cases, the waypoint controller, and the
+D4RL-style generation stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datasets.maze2d.controller import WaypointController
+from datasets.maze2d.env import Maze2dEnv, VectorMaze2d
+from datasets.maze2d.generate import cached_stream, generate_stream
+from datasets.maze2d.layouts import LAYOUTS, Layout
+
+
+def _push(env: Maze2dEnv, start, action, steps: int = 300) -> np.ndarray:
+    env.reset(seed=0)
+    env.set_state(np.asarray(start, float), np.zeros(2))
+    for _ in range(steps):
+        obs, *_ = env.step(np.asarray(action, float))
+    return obs
+
+
+def test_layouts_and_goal_cells() -> None:
+    assert [tuple(Layout(m).goal) for m in ("umaze", "medium", "large")] == [(1, 1), (6, 6), (7, 9)]
+    for name, rows in LAYOUTS.items():
+        assert len({len(r) for r in rows}) == 1, name
+        grid = Layout(name)
+        assert grid.is_wall(0, 0) and grid.is_wall(-1, 0) and not grid.is_wall(*grid.goal)
+
+
+def test_point_mass_and_walls_match_d4rl() -> None:
+    env = Maze2dEnv("umaze")
+    assert env.model.body_mass[1] == pytest.approx(4.18879, rel=1e-4)  # sphere r = 0.1, density 1000
+    assert env.model.opt.timestep == 0.01
+    # cell (1, 1) spans x in [0.3, 1.3]; row 0 and cell (2, 1) are walls; the ball has radius 0.1
+    assert _push(env, [1.0, 1.0], [-1.0, 0.0])[0] == pytest.approx(0.403, abs=2e-3)
+    assert _push(env, [1.0, 1.0], [1.0, 0.0])[0] == pytest.approx(1.197, abs=2e-3)
+    # along the free corridor (1, 1) → (1, 3), then the wall of column 4
+    assert _push(env, [1.0, 1.0], [0.0, 1.0])[1] == pytest.approx(3.197, abs=2e-3)
+
+
+def test_actions_are_clipped_and_velocity_is_bounded() -> None:
+    a, b = Maze2dEnv("umaze"), Maze2dEnv("umaze")
+    for env in (a, b):
+        env.reset(seed=3)
+    for _ in range(20):
+        oa, *_ = a.step(np.array([5.0, -7.0]))
+        ob, *_ = b.step(np.array([1.0, -1.0]))
+    np.testing.assert_array_equal(oa, ob)
+    a.set_state(np.array([3.0, 1.5]), np.array([40.0, 0.0]))
+    obs, *_ = a.step(np.zeros(2))
+    assert abs(obs[2]) <= 5.0  # clipped to ±5 before the step, then damped
+    with pytest.raises(ValueError, match="finite"):
+        a.step(np.array([np.nan, 0.0]))
+
+
+def test_sparse_reward_radius_and_episode_length() -> None:
+    env = Maze2dEnv("umaze")
+    env.reset(seed=0)
+    goal = env.layout.goal.astype(float)
+    assert env.target.tolist() == goal.tolist()  # the G cell exactly
+    assert env.reward(np.array([*(goal + [0.49, 0.0]), 0, 0])) == 1.0
+    assert env.reward(np.array([*(goal + [0.36, 0.36]), 0, 0])) == 0.0  # 0.509 away
+    truncated = [env.step(np.zeros(2))[3] for _ in range(300)]
+    assert truncated.index(True) == 299 and env.max_episode_steps == 300
+
+
+def test_reset_jitter_and_vector_env_seeds() -> None:
+    venv = VectorMaze2d("medium", 4)
+    first, again = venv.reset(seed=0), venv.reset(seed=0)
+    np.testing.assert_array_equal(first, again)
+    assert len({tuple(o) for o in first.round(6)}) == 4
+    free = {tuple(c) for c in Layout("medium").free}
+    for o in first:
+        cell = tuple(np.round(o[:2]).astype(int))
+        assert cell in free and np.all(np.abs(o[:2] - cell) <= 0.1)
+    obs, rew, trunc = venv.step(np.zeros((4, 2)))
+    assert obs.shape == (4, 4) and rew.shape == trunc.shape == (4,)
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium"])
+def test_waypoint_controller_reaches_the_goal_from_every_cell(maze: str) -> None:
+    env = Maze2dEnv(maze)
+    goal = env.layout.goal.astype(float)
+    for i, cell in enumerate(env.layout.free):
+        controller = WaypointController(env.layout, seed=i)
+        obs = env.reset(seed=i, qpos=cell.astype(float))
+        env.set_target(goal)
+        for _ in range(env.max_episode_steps):
+            action, solved = controller(obs[:2], obs[2:], env.target)
+            if solved:
+                break
+            obs, *_ = env.step(action)
+        assert solved, f"{maze}: no arrival from cell {tuple(cell)}"
+        assert np.linalg.norm(obs[:2] - goal) < 0.1
+
+
+def test_expert_return_is_in_the_d4rl_range() -> None:
+    """A fresh controller per episode on umaze, 300 steps from random starts: the spec's expert returns."""
+    env = Maze2dEnv("umaze")
+    returns = []
+    for ep in range(10):
+        controller = WaypointController(env.layout, seed=ep)
+        obs, total = env.reset(seed=ep), 0.0
+        for _ in range(300):
+            action, _ = controller(obs[:2], obs[2:], env.target)
+            obs, reward, _, _ = env.step(action)
+            total += reward
+        returns.append(total)
+    assert 160 <= np.mean(returns) <= 260  # D4RL ref_max 161.86; a fresh controller per episode gets ~223
+    assert env.layout.normalized_score(np.mean(returns)) > 100
+
+
+def test_generation_stream_follows_the_d4rl_loop(tmp_path) -> None:
+    stream = generate_stream("umaze", 4000, seed=0)
+    assert stream["observations"].shape == (4000, 4) and stream["actions"].shape == (4000, 2)
+    assert np.abs(stream["actions"]).max() <= 1.0
+    goals = stream["infos/goal"]
+    switches = np.nonzero(np.abs(np.diff(goals, axis=0)).sum(axis=1) > 0)[0]
+    assert 20 <= len(switches) <= 120  # a new target every ~70 steps
+    # the quirk: on a switch step the observation is not advanced, so it is recorded twice
+    i = switches[0]
+    np.testing.assert_array_equal(stream["observations"][i], stream["observations"][i + 1])
+    # consecutive observations otherwise follow the dynamics (small steps)
+    assert np.abs(np.diff(stream["observations"][:, :2], axis=0)).max() < 0.1
+    goal = Layout("umaze").goal
+    near = np.linalg.norm(stream["observations"][:, :2] - goal, axis=1) <= 0.5
+    np.testing.assert_array_equal(stream["rewards"], near.astype(np.float32))
+    assert not stream["timeouts"].any()
+
+    path = cached_stream(tmp_path / "umaze.npz", "umaze", 500, seed=1)
+    stamp = path.stat().st_mtime_ns
+    assert cached_stream(path, "umaze", 500, seed=1).stat().st_mtime_ns == stamp  # reused
+    path.write_bytes(path.read_bytes()[:200])  # an interrupted write elsewhere: regenerated
+    with np.load(cached_stream(path, "umaze", 500, seed=1)) as data:
+        assert data["observations"].shape == (500, 4)
+
+
+def test_generation_script_writes_and_reuses_the_cache(tmp_path, capsys) -> None:
+    from scripts.generate_maze2d import main
+
+    path = main(["--maze", "umaze", "--steps", "300", "--out", str(tmp_path)])
+    assert path.name == "maze2d-umaze-s0.npz" and "300 steps" in capsys.readouterr().out
+    stamp = path.stat().st_mtime_ns
+    assert main(["--maze", "umaze", "--steps", "300", "--out", str(tmp_path)]).stat().st_mtime_ns == stamp
