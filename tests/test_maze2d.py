@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from datasets.maze2d.controller import WaypointController
 from datasets.maze2d.env import Maze2dEnv, VectorMaze2d
@@ -143,3 +144,57 @@ def test_generation_script_writes_and_reuses_the_cache(tmp_path, capsys) -> None
     assert path.name == "maze2d-umaze-s0.npz" and "300 steps" in capsys.readouterr().out
     stamp = path.stat().st_mtime_ns
     assert main(["--maze", "umaze", "--steps", "300", "--out", str(tmp_path)]).stat().st_mtime_ns == stamp
+
+
+def test_windows_follow_the_official_token_layout(tmp_path) -> None:
+    from datasets.maze2d.datamodule import Maze2dDataModule
+
+    dm = Maze2dDataModule("umaze", data_dir=str(tmp_path), steps=3000, episode_len=40, val_fraction=0.1)
+    dm.setup("fit")
+    with np.load(dm.stream_path()) as data:
+        obs, act = data["observations"], data["actions"]
+    batch = dm.train_set.get_batch(torch.tensor([0, 7]))
+    s = int(dm.train_set.starts[7])
+    x = batch["x"][1].numpy()
+    assert batch["x"].shape == (2, 40, 6) and dm.frame_shape == (6,) and dm.obs_dim == 4
+    np.testing.assert_allclose(batch["first_obs"][1].numpy(), obs[s])
+    np.testing.assert_allclose(x[:-1, :4], obs[s + 1 : s + 40])  # o_{t+1}
+    np.testing.assert_allclose(x[:, 4:], act[s : s + 40])  # a_t
+    assert (x[-1, :4] == 0).all() and batch["nonterminal"][1].tolist() == [True] * 39 + [False]
+    # the validation windows lie in the last 10 % of the stream; statistics come from the training part
+    assert int(dm.val_set.starts.min()) >= 2700 and int(dm.train_set.starts.max()) + 40 <= 2700
+    mean, std = dm.normalization_stats()
+    np.testing.assert_allclose(mean[:4], obs[1:2700].mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_windows_never_cross_an_episode_boundary_unless_configured(tmp_path) -> None:
+    from datasets.maze2d.datamodule import Maze2dDataModule, window_starts
+
+    boundaries = np.zeros(20, bool)
+    boundaries[[5, 12]] = True  # steps 5 and 12 end their episodes
+    starts = window_starts(20, 4, boundaries)
+    for s in starts:
+        assert not boundaries[s : s + 3].any()  # the last step of a window may be an episode's last
+    assert set(starts) == {0, 1, 2, 6, 7, 8, 9, 13, 14, 15, 16} and len(window_starts(20, 4, None)) == 17
+
+    rng = np.random.default_rng(0)
+    n = 500
+    timeouts = np.zeros(n, bool)
+    timeouts[99::100] = True  # episodes of 100 steps, as in D4RL files with real episodes
+    path = tmp_path / "episodes.npz"
+    np.savez(path, observations=rng.normal(size=(n, 4)), actions=rng.uniform(-1, 1, (n, 2)), timeouts=timeouts)
+    dm = Maze2dDataModule("umaze", path=str(path), episode_len=30, val_fraction=0.2)
+    dm.setup("fit")
+    for windows in (dm.train_set, dm.val_set):
+        for s in windows.starts.tolist():
+            assert (s // 100) == ((s + 29) // 100), s
+    crossing = Maze2dDataModule(
+        "umaze", path=str(path), episode_len=30, val_fraction=0.2, cross_episode_boundaries=True
+    )
+    crossing.setup("fit")
+    assert len(crossing.train_set) > len(dm.train_set)
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, observations=np.full((50, 4), np.nan), actions=np.zeros((50, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        Maze2dDataModule("umaze", path=str(bad), episode_len=10).setup("fit")

@@ -210,6 +210,11 @@ def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
             write_gp_copula_archive(shared, name, rng.uniform(0, 5, size=(3, 400)), 2, pred, "2020-01-01 00:00:00")
             overrides.append(f"paths.shared_data={shared}")
         overrides.append(f"paths.data_cache={tmp_path / 'cache'}")
+    if str(cfg.dataset.get("_target_", "")).endswith("Maze2dDataModule"):  # a short generated stream, short episodes
+        overrides += [
+            "dataset.steps=3000", "dataset.episode_len=40", f"paths.data_cache={tmp_path / 'cache'}",
+            "algorithm.evaluator.num_envs=2", "algorithm.evaluator.episode_steps=20",
+        ]  # fmt: skip
     return overrides
 
 

@@ -1,0 +1,175 @@
+"""Maze2d planning windows (protocols.md §2): frames ``[o_{t+1}, a_t]`` (6-D) cut from the offline stream.
+
+A window of ``episode_len`` frames starting at step ``s`` holds ``x_i = [o_{s+i+1}, a_{s+i}]`` for
+``i < episode_len``, with ``o_s`` as ``first_obs`` (the encoder's input, not a token). The last frame has no next
+observation inside the window: it is padded with zeros and marked ``nonterminal = 0`` (the official layout).
+Windows never cross an episode boundary (``terminals`` or ``timeouts`` of the stream) unless
+``cross_episode_boundaries`` is true; the D4RL-style stream has none (it is one continuous random walk).
+The last ``val_fraction`` of the stream is the validation split; statistics come from the training part only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datasets.base import SequenceDataModule
+from utils.paths import resolve_path
+
+from .generate import cached_stream
+from .layouts import DATASET_STEPS, EPISODE_STEPS, Layout
+
+OFFICIAL_WINDOW = {"umaze": 300, "medium": 600, "large": 600}  # official episode_len (frames per window)
+
+
+def load_stream(path: Path) -> dict[str, np.ndarray]:
+    """``observations``/``actions`` (+ optional ``terminals``, ``timeouts``) from an .npz or a D4RL .hdf5 file."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"maze2d data {path} not found; generate it (python -m scripts.generate_maze2d) or fix dataset.path"
+        )
+    keys = ("observations", "actions", "terminals", "timeouts")
+    try:
+        if path.suffix in (".hdf5", ".h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                data = {k: np.asarray(f[k]) for k in keys if k in f}
+        else:
+            with np.load(path) as f:
+                data = {k: np.asarray(f[k]) for k in keys if k in f.files}
+    except Exception as err:  # noqa: BLE001 - any reader error means the same thing to the user
+        raise ValueError(f"maze2d data {path} is not readable ({type(err).__name__}: {err}); regenerate it") from None
+    for key in ("observations", "actions"):
+        if key not in data:
+            raise ValueError(f"maze2d data {path} has no '{key}' array")
+    n = len(data["observations"])
+    if data["observations"].shape != (n, 4) or data["actions"].shape != (n, 2):
+        raise ValueError(
+            f"maze2d data {path}: expected observations (N, 4) and actions (N, 2), got "
+            f"{data['observations'].shape} and {data['actions'].shape}"
+        )
+    if not (np.isfinite(data["observations"]).all() and np.isfinite(data["actions"]).all()):
+        raise ValueError(f"maze2d data {path} holds NaN/inf values; regenerate it")
+    return data
+
+
+def window_starts(n: int, length: int, boundaries: np.ndarray | None) -> np.ndarray:
+    """Start steps of all windows of ``length`` steps inside ``[0, n)`` that contain no boundary before their
+    last step (a boundary at step t means step t is the last one of its episode)."""
+    if n < length:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.arange(n - length + 1)
+    if boundaries is None or not boundaries.any():
+        return starts
+    # a window [s, s + length) is valid iff no boundary in [s, s + length − 2]
+    ends = np.concatenate([[0], np.cumsum(boundaries.astype(np.int64))])
+    bad = ends[starts + length - 1] - ends[starts]
+    return starts[bad == 0]
+
+
+class StreamWindows(Dataset):
+    """Windows of a stream gathered on demand (no copy of every window in memory)."""
+
+    def __init__(self, obs: Tensor, actions: Tensor, starts: Tensor, length: int) -> None:
+        self.obs, self.actions, self.starts, self.length = obs, actions, starts, length
+        self.offsets = torch.arange(length)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {k: v[0] for k, v in self.get_batch(torch.tensor([index])).items()}
+
+    def get_batch(self, indices: Tensor) -> dict[str, Tensor]:
+        steps = self.starts[indices].unsqueeze(1) + self.offsets  # (B, L)
+        nxt = self.obs[(steps + 1).clamp(max=len(self.obs) - 1)]  # o_{t+1}
+        nxt[:, -1] = 0.0  # no next observation inside the window: zero pad (official layout)
+        nonterminal = torch.ones(steps.shape, dtype=torch.bool)
+        nonterminal[:, -1] = False
+        x = torch.cat([nxt, self.actions[steps]], dim=-1)  # (B, L, 6)
+        return {"x": x, "first_obs": self.obs[steps[:, 0]], "nonterminal": nonterminal}
+
+
+class Maze2dDataModule(SequenceDataModule):
+    """``frame_shape = (6,)`` ([o_{t+1}, a_t]), ``obs_dim = 4``; ``path=None`` generates/caches the D4RL-size stream."""
+
+    frame_shape = (6,)
+    obs_dim = 4
+
+    def __init__(
+        self,
+        maze: str = "umaze",
+        path: str | None = None,
+        data_dir: str = "data/maze2d",
+        steps: int | None = None,
+        noisy: bool = False,
+        generation_seed: int = 0,
+        episode_len: int | None = None,
+        cross_episode_boundaries: bool = False,
+        val_fraction: float = 0.02,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        self.layout = Layout(maze)
+        self.maze = maze
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"dataset.val_fraction must lie in (0, 1), got {val_fraction}")
+        self.episode_len = episode_len or OFFICIAL_WINDOW[maze]
+        if self.episode_len < 2:
+            raise ValueError(f"dataset.episode_len must be >= 2 frames, got {self.episode_len}")
+        self.path = None if path is None else resolve_path(path)
+        self.data_dir = resolve_path(data_dir)
+        self.steps = steps or DATASET_STEPS[maze]
+        self.noisy = noisy
+        self.generation_seed = generation_seed
+        self.cross_episode_boundaries = cross_episode_boundaries
+        self.val_fraction = val_fraction
+        self.max_episode_steps = EPISODE_STEPS[maze]
+        self._stats: tuple[list[float], list[float]] | None = None
+
+    def stream_path(self) -> Path:
+        if self.path is not None:
+            return self.path
+        name = f"maze2d-{self.maze}{'-noisy' if self.noisy else ''}-s{self.generation_seed}-n{self.steps}.npz"
+        return cached_stream(self.data_dir / name, self.maze, self.steps, self.generation_seed, self.noisy)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        data = load_stream(self.stream_path())
+        obs = torch.from_numpy(data["observations"].astype(np.float32))
+        actions = torch.from_numpy(data["actions"].astype(np.float32))
+        boundaries = None
+        if not self.cross_episode_boundaries:
+            flags = [data[k].astype(bool) for k in ("terminals", "timeouts") if k in data]
+            boundaries = np.logical_or.reduce(flags) if flags else None
+        n = len(obs)
+        n_val = int(round(n * self.val_fraction))
+        split = n - n_val
+        sets = []
+        for lo, hi in ((0, split), (split, n)):
+            b = None if boundaries is None else boundaries[lo:hi]
+            starts = torch.from_numpy(window_starts(hi - lo, self.episode_len, b) + lo)
+            if len(starts) == 0:
+                raise ValueError(
+                    f"no window of dataset.episode_len={self.episode_len} steps fits into steps {lo}..{hi} of "
+                    f"{self.stream_path()}; use more dataset.steps or a shorter dataset.episode_len"
+                )
+            sets.append(StreamWindows(obs, actions, starts, self.episode_len))
+        self.train_set, self.val_set = sets
+        frames = torch.cat([obs[1:split], actions[: split - 1]], dim=-1)  # [o_{t+1}, a_t] of the training part
+        self._stats = (frames.mean(0).tolist(), frames.std(0).clamp_min(1e-6).tolist())
+
+    def normalization_stats(self) -> tuple[list[float], list[float]]:
+        if self._stats is None:
+            self.setup("fit")
+        assert self._stats is not None
+        return self._stats
