@@ -1,0 +1,1 @@
+"""Video data: the TECO episode format (DMLab / Minecraft), Moving MNIST from the shipped MNIST digits."""

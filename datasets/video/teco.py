@@ -1,0 +1,110 @@
+"""Videos in the TECO layout (protocols.md §1): one ``.npz`` per episode with ``video`` (T, H, W, 3) uint8 and
+``actions`` (T,), in ``<root>/train/`` and ``<root>/test/`` (the test folder serves validation and test, as in the
+official loader). Minecraft episodes may store the frames as ``<stem>.mp4`` beside an ``.npz`` of actions (read
+with imageio-ffmpeg, the ``video`` extra). Actions are discarded: prediction is unconditional.
+
+Training items are windows of ``n_frames`` consecutive frames ``x`` (n_frames, 3, H, W) in [0, 1]; the model
+normalises them to [−1, 1] (mean 0.5, std 0.5 per channel, fixed).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datasets.base import SequenceDataModule
+from utils.paths import resolve_path
+
+
+def read_episode(path: Path) -> np.ndarray:
+    """Frames ``(T, H, W, 3)`` uint8 of one episode (``.npz`` with ``video``, or ``.mp4`` beside it)."""
+    mp4 = path.with_suffix(".mp4")
+    try:
+        if mp4.is_file():
+            import imageio.v3 as iio
+
+            return np.asarray(iio.imread(mp4))
+        with np.load(path) as data:
+            if "video" not in data.files:
+                raise ValueError(f"{path} has no 'video' array (found {data.files}) and no {mp4.name} beside it")
+            video = data["video"]
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"episode {path} is not readable ({type(err).__name__}: {err}); regenerate or remove it"
+        ) from None
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+        raise ValueError(f"episode {path}: expected video (T, H, W, 3) uint8, got {video.shape} {video.dtype}")
+    return video
+
+
+def episode_files(root: Path, split: str) -> list[Path]:
+    folder = root / split if (root / split).is_dir() else root
+    files = sorted(folder.glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(
+            f"no episodes (*.npz) in {folder}; generate them (python -m scripts.generate_video_data) or point "
+            "dataset.path to a TECO-format folder with train/ and test/"
+        )
+    return files
+
+
+class EpisodeWindows(Dataset):
+    """All windows of ``n_frames`` (stride ``stride``) of the episodes, kept as uint8 in memory."""
+
+    def __init__(self, files: list[Path], n_frames: int, stride: int) -> None:
+        self.videos = [read_episode(f) for f in files]
+        shapes = {v.shape[1:] for v in self.videos}
+        if len(shapes) != 1:
+            raise ValueError(f"episodes have different frame shapes {sorted(shapes)}")
+        self.index = [(e, s) for e, v in enumerate(self.videos) for s in range(0, len(v) - n_frames + 1, stride)]
+        if not self.index:
+            raise ValueError(f"no episode has {n_frames} frames (dataset.n_frames); the longest has "
+                             f"{max(len(v) for v in self.videos)}")  # fmt: skip
+        self.n_frames = n_frames
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        e, s = self.index[i]
+        clip = torch.from_numpy(self.videos[e][s : s + self.n_frames])  # (T, H, W, 3) uint8
+        return {"x": clip.permute(0, 3, 1, 2).float() / 255.0}
+
+
+class VideoDataModule(SequenceDataModule):
+    """TECO-format video windows; ``frame_shape = (3, H, W)`` from the data."""
+
+    def __init__(
+        self,
+        path: str,
+        n_frames: int = 36,
+        stride: int = 1,
+        val_split: str = "test",
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        if n_frames < 2 or stride < 1:
+            raise ValueError(f"dataset.n_frames must be >= 2 and dataset.stride >= 1, got {n_frames}, {stride}")
+        self.root = resolve_path(path)
+        self.n_frames = n_frames
+        self.stride = stride
+        self.val_split = val_split
+        first = read_episode(episode_files(self.root, "train")[0])
+        self.frame_shape = (3, *first.shape[1:3])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = EpisodeWindows(episode_files(self.root, "train"), self.n_frames, self.stride)
+        self.val_set = EpisodeWindows(episode_files(self.root, self.val_split), self.n_frames, self.n_frames)
+
+    def normalization_stats(self) -> tuple[list[float], list[float]]:
+        return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]  # [0, 1] → [−1, 1], as the official video models

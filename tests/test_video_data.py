@@ -1,0 +1,136 @@
+"""Video data and metrics: the real MNIST digits, the Moving MNIST generator, the TECO episode loader, and each
+metric on known inputs."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.video.moving_mnist import generate_episodes, moving_mnist, read_idx3
+from datasets.video.teco import VideoDataModule
+from experiments.evaluation.video_metrics import intensity_w1, psnr, ssim, stability_by_bin
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "data" / "t10k-images-idx3-ubyte.gz"
+
+
+def test_shipped_mnist_digits_read_with_the_documented_statistics() -> None:
+    digits = read_idx3(MNIST)
+    assert digits.shape == (10000, 28, 28) and digits.dtype == np.uint8
+    assert digits.mean() / 255 == pytest.approx(0.1325, abs=5e-4)
+    assert digits.std() / 255 == pytest.approx(0.3105, abs=5e-4)
+
+
+def test_bad_idx_files_are_clear_errors(tmp_path: Path) -> None:
+    raw = gzip.decompress(MNIST.read_bytes())[: 16 + 3 * 784]
+    header = np.array([2051, 3, 28, 28], dtype=">i4").tobytes()
+    good = tmp_path / "three.idx"
+    good.write_bytes(header + raw[16:])
+    assert read_idx3(good).shape == (3, 28, 28)
+    (tmp_path / "short.idx").write_bytes(header + raw[16:100])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx3(tmp_path / "short.idx")
+    (tmp_path / "labels.idx").write_bytes(np.array([2049, 3], dtype=">i4").tobytes() + bytes(12))
+    with pytest.raises(ValueError, match="not an IDX3"):
+        read_idx3(tmp_path / "labels.idx")
+    with pytest.raises(FileNotFoundError, match="shared_data"):
+        read_idx3(tmp_path / "missing.gz")
+
+
+def test_moving_mnist_digits_move_and_bounce_inside_the_canvas() -> None:
+    digits = read_idx3(MNIST)[:50]
+    rng = np.random.default_rng(0)
+    clip = moving_mnist(digits, 40, rng, num_digits=1)
+    assert clip.shape == (40, 64, 64) and clip.dtype == np.uint8
+    mass = clip.reshape(40, -1).astype(float)
+    assert (mass.sum(1) > 0).all()  # the digit never leaves the canvas
+    rows, cols = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    centre = np.stack([(clip * rows).sum((1, 2)), (clip * cols).sum((1, 2))], 1) / clip.sum((1, 2))[:, None]
+    steps = np.linalg.norm(np.diff(centre, axis=0), axis=1)
+    assert steps.max() < 4.0 + 1.5 and np.median(steps) > 1.0  # 2–4 px/frame (bounces shorten a step)
+    two = moving_mnist(digits, 10, np.random.default_rng(1))
+    assert two.max() <= 255 and (two > 0).sum() > (clip[:10] > 0).sum() * 0.8
+
+
+def test_episode_generation_resumes_and_the_teco_loader_reads_it(tmp_path: Path) -> None:
+    paths = generate_episodes(MNIST, tmp_path / "train", num=4, frames=12, seed=0)
+    generate_episodes(MNIST, tmp_path / "test", num=2, frames=12, seed=1)
+    first = paths[1].read_bytes()
+    paths[1].unlink()  # an interrupted run: the missing episode is regenerated identically, the rest kept
+    stamp = paths[0].stat().st_mtime_ns
+    generate_episodes(MNIST, tmp_path / "train", num=4, frames=12, seed=0)
+    assert paths[1].read_bytes() == first and paths[0].stat().st_mtime_ns == stamp
+    with np.load(paths[0]) as data:
+        assert data["video"].shape == (12, 64, 64, 3) and data["video"].dtype == np.uint8
+        assert data["actions"].shape == (12,)
+
+    dm = VideoDataModule(str(tmp_path), n_frames=8, stride=2)
+    dm.setup("fit")
+    assert dm.frame_shape == (3, 64, 64)
+    assert len(dm.train_set) == 4 * 3 and len(dm.val_set) == 2  # windows at 0, 2, 4; validation not overlapping
+    x = dm.train_set[1]["x"]
+    assert x.shape == (8, 3, 64, 64) and 0.0 <= x.min() and x.max() <= 1.0
+    with np.load(paths[0]) as data:
+        np.testing.assert_allclose(x[0, 0].numpy() * 255, data["video"][2, :, :, 0])
+
+
+def test_teco_format_files_and_bad_episodes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 1)):
+        (tmp_path / split).mkdir()
+        for i in range(n):  # the DMLab layout: video (T, 64, 64, 3) uint8, actions in {0, 1, 2}
+            video = rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8)
+            np.savez(tmp_path / split / f"{i}.npz", video=video, actions=rng.integers(0, 3, 30))
+    dm = VideoDataModule(str(tmp_path), n_frames=16)
+    dm.setup("fit")
+    assert len(dm.train_set) == 3 * 15 and dm.normalization_stats() == ([0.5] * 3, [0.5] * 3)
+    (tmp_path / "train" / "0.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not readable"):
+        VideoDataModule(str(tmp_path), n_frames=16)
+    with pytest.raises(FileNotFoundError, match="no episodes"):
+        VideoDataModule(str(tmp_path / "nowhere"), n_frames=16)
+
+
+def test_psnr_and_ssim_on_known_inputs() -> None:
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 3, 32, 32, generator=gen) * 0.6 + 0.2
+    assert torch.isinf(psnr(target, target)).all()
+    assert ssim(target, target) == pytest.approx(torch.ones(3, dtype=torch.float64))
+    noisy = target + 0.1 * torch.randn(target.shape, generator=gen)
+    assert psnr(noisy, target).mean().item() == pytest.approx(20.0, abs=0.15)  # 10·log10(1 / 0.1²)
+    noisier = target + 0.2 * torch.randn(target.shape, generator=gen)
+    assert (ssim(noisier, target) < ssim(noisy, target)).all() and (ssim(noisy, target) < 1).all()
+    # constant frames a, b: SSIM = (2ab + C1)/(a² + b² + C1) exactly (zero variances)
+    a, b = torch.full((1, 1, 1, 16, 16), 0.5), torch.full((1, 1, 1, 16, 16), 0.6)
+    c1 = 0.01**2
+    assert ssim(a, b).item() == pytest.approx((2 * 0.3 + c1) / (0.25 + 0.36 + c1), rel=1e-6)  # float32 inputs
+    # the range convention: the same frames in [0, 255] with data_range=255 give the same values
+    assert psnr(noisy * 255, target * 255, 255.0) == pytest.approx(psnr(noisy, target))
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(target, target[:, :2])
+
+
+def test_stability_measure_flags_a_diverging_rollout() -> None:
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(4, 8, 3, 16, 16, generator=gen)
+    stable = torch.rand(4, 24, 3, 16, 16, generator=gen)
+    diverging = stable.clone()
+    diverging[:, 16:] = 1.0  # saturates after 16 frames
+    s, d = stability_by_bin(stable, real, 8), stability_by_bin(diverging, real, 8)
+    assert s["w1"].shape == (3,) and (s["w1"] < 0.02).all()
+    assert d["w1"][:2].allclose(s["w1"][:2]) and d["w1"][2] > 0.4 and d["std_gap"][2] > 0.25
+    assert intensity_w1(real, real).item() == pytest.approx(0.0, abs=1e-12)
+    assert math.isclose(intensity_w1(torch.zeros(10), torch.ones(10)).item(), 1.0)
+
+
+def test_generation_script_writes_both_splits(tmp_path: Path) -> None:
+    from scripts.generate_video_data import main
+
+    out = main(["--shared-data", str(MNIST.parent), "--out", str(tmp_path), "--num-train", "2", "--num-test", "1",
+                "--frames", "6"])  # fmt: skip
+    assert len(list((out / "train").glob("*.npz"))) == 2 and len(list((out / "test").glob("*.npz"))) == 1
