@@ -26,7 +26,10 @@ CONFIG_DIR = str(ROOT / "configurations")
 PRESETS = sorted(p.stem for p in (ROOT / "configurations" / "experiment").glob("*.yaml"))
 # paper-scale networks take ~10 s each on CPU even in smoke mode
 PRESET_PARAMS = [
-    pytest.param(p, marks=pytest.mark.slow) if p.startswith("ts_") and not p.endswith("_cpu") else p for p in PRESETS
+    pytest.param(p, marks=pytest.mark.slow)
+    if p.startswith(("ts_", "video_")) and not p.endswith(("_cpu", "_tf", "_fullseq"))
+    else p
+    for p in PRESETS
 ]
 
 # a small, fast variant of the quickstart for tests
@@ -215,6 +218,25 @@ def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
             "dataset.steps=3000", "dataset.episode_len=40", f"paths.data_cache={tmp_path / 'cache'}",
             "algorithm.evaluator.num_envs=2", "algorithm.evaluator.episode_steps=20",
         ]  # fmt: skip
+    target = str(cfg.dataset.get("_target_", ""))
+    if target.endswith(("VideoDataModule", "MovingMnistDataModule")):  # 2 tokens per window, a short rollout
+        fs = int(cfg.algorithm.frame_stack)
+        overrides += [
+            f"dataset.n_frames={2 * fs}", f"paths.data_cache={tmp_path / 'cache'}", "algorithm.evaluator.num_videos=1",
+            f"algorithm.evaluator.context_frames={fs}", f"algorithm.evaluator.rollout_frames={4 * fs}",
+            f"algorithm.evaluator.bin_frames={2 * fs}",
+        ]  # fmt: skip
+        if target.endswith("MovingMnistDataModule"):
+            overrides += ["dataset.num_train=4", "dataset.num_test=2", f"dataset.episode_frames={2 * fs}"]
+        else:  # TECO-format episodes at the preset's resolution, written here; paper-size U-Nets: batch 1
+            overrides += ["dataset.batch_size=1", f"algorithm.evaluator.rollout_frames={2 * fs}"]
+            size = 128 if "minecraft" in preset else 64
+            rng = np.random.default_rng(0)
+            for split in ("train", "test"):
+                folder = tmp_path / "cache" / str(cfg.dataset.path).rsplit("/", 1)[-1] / split
+                folder.mkdir(parents=True)
+                video = rng.integers(0, 256, (2 * fs, size, size, 3), dtype=np.uint8)
+                np.savez(folder / "0.npz", video=video, actions=np.zeros(2 * fs, dtype=np.int64))
     return overrides
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -381,6 +381,27 @@ class DiffusionForcing(L.LightningModule):
         cond_tokens = self.stack_cond(cond)
         tokens = sampler.rollout(cell, z, n_frames // self.frame_stack, ctx, cond_tokens, guidance, generator)
         return self.tokens_to_frames(tokens)
+
+    @torch.no_grad()
+    def iter_generate(
+        self,
+        n_frames: int,
+        context: Tensor | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """Like :meth:`generate` without guidance or conditions, but yields the frames chunk by chunk
+        ``(B, chunk_size·fs, *frame_shape)`` in data units, so rollouts of any length keep memory flat."""
+        if n_frames % self.frame_stack:
+            raise ValueError(f"n_frames ({n_frames}) must be divisible by algorithm.frame_stack ({self.frame_stack})")
+        batch_size = batch_size if batch_size is not None else (context.shape[0] if context is not None else None)
+        if batch_size is None:
+            raise ValueError("pass batch_size or a context tensor to take it from")
+        z = self.initial_latent(batch_size, None)
+        ctx = None if context is None else self.stack(self.normalizer.normalize(context.float()))
+        for chunk in self.sampler.iter_rollout(self.sampling_cell, z, n_frames // self.frame_stack, ctx, None, None,
+                                               generator):  # fmt: skip
+            yield self.tokens_to_frames(chunk)
 
     def tokens_to_frames(self, tokens: Tensor) -> Tensor:
         """Normalised tokens ``(B, T, fs·C, ...)`` → frames in data units ``(B, T·fs, C, ...)``."""

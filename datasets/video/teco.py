@@ -108,3 +108,32 @@ class VideoDataModule(SequenceDataModule):
 
     def normalization_stats(self) -> tuple[list[float], list[float]]:
         return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]  # [0, 1] → [−1, 1], as the official video models
+
+
+class MovingMnistDataModule(VideoDataModule):
+    """Moving MNIST episodes generated from the shipped MNIST digits on first use (``data_dir``), then read as
+    TECO-format video (see :func:`datasets.video.moving_mnist.generate_episodes`)."""
+
+    def __init__(
+        self,
+        shared_data: str = "../shared/data",
+        data_dir: str = "data/moving_mnist",
+        num_train: int = 2000,
+        num_test: int = 64,
+        episode_frames: int = 40,
+        size: int = 64,
+        generation_seed: int = 0,
+        n_frames: int = 16,
+        stride: int = 1,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        from .moving_mnist import generate_episodes
+
+        root = resolve_path(data_dir) / f"n{num_train}-{num_test}_f{episode_frames}_s{size}_seed{generation_seed}"
+        mnist = resolve_path(shared_data) / "t10k-images-idx3-ubyte.gz"
+        generate_episodes(mnist, root / "train", num_train, episode_frames, generation_seed, size)
+        generate_episodes(mnist, root / "test", num_test, episode_frames, generation_seed + 1, size)
+        super().__init__(str(root), n_frames, stride, "test", batch_size, val_batch_size, num_workers, seed)

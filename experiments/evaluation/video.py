@@ -1,0 +1,147 @@
+"""Video prediction evaluation (protocols.md §1, "our protocol"): context frames, then autoregressive rollouts.
+
+For ``num_videos`` held-out clips (the first windows of the validation split, fixed): condition on the first
+``context_frames`` frames and
+
+1. predict the rest of the training window: ``psnr`` and ``ssim`` on the predicted frames, in [0, 1];
+2. roll out ``rollout_frames`` frames (default 10× the training window) with the configured sampler
+   (stabilised, one token per chunk), streamed chunk by chunk so memory does not grow with the length, and
+   measure the weight-free stability per bin of ``bin_frames`` frames against the real frames of the split:
+   ``stability/w1_bin<i>`` (Wasserstein-1 of pixel intensities), ``stability/w1_first``/``w1_last`` and their
+   ratio ``stability/drift``.
+
+LPIPS and FVD need pretrained networks that cannot be downloaded here; they are not computed (the log says so).
+Media: ``media/video_<stage>.gif``: ground truth (top, where it exists) over the prediction (bottom), context frames
+framed in red; logged to W&B when the logger takes videos.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from utils.distributed import broadcast, rank_world
+
+from .video_metrics import intensity_w1, psnr, ssim
+
+if TYPE_CHECKING:
+    from algorithms.diffusion_forcing.module import DiffusionForcing
+
+log = logging.getLogger(__name__)
+
+
+class VideoEvaluator:
+    def __init__(
+        self,
+        context_frames: int = 4,
+        rollout_frames: int | None = None,
+        bin_frames: int | None = None,
+        num_videos: int = 8,
+        media_videos: int = 4,
+        media_frames: int = 256,
+        fps: int = 8,
+        seed: int = 0,
+        during_training: bool = False,
+    ) -> None:
+        if context_frames < 1 or num_videos < 1:
+            raise ValueError("evaluator.context_frames and evaluator.num_videos must be >= 1")
+        self.context_frames = context_frames
+        self.rollout_frames = rollout_frames
+        self.bin_frames = bin_frames
+        self.num_videos = num_videos
+        self.media_videos = media_videos
+        self.media_frames = media_frames  # frames kept for the gif: the rest of the rollout is not held in memory
+        self.fps = fps
+        self.seed = seed
+        self.during_training = during_training
+
+    def _clips(self, module: DiffusionForcing) -> torch.Tensor:
+        data = module.trainer.datamodule
+        val = data.val_set
+        n = min(self.num_videos, len(val))
+        return torch.stack([val[i]["x"] for i in range(n)]).to(module.device)  # (B, T, C, H, W) in [0, 1]
+
+    def __call__(self, module: DiffusionForcing, stage: str) -> dict[str, float]:
+        metrics = None
+        if rank_world()[0] == 0:
+            was_training = module.training
+            module.eval()
+            metrics = self.evaluate(module, stage)
+            module.train(was_training)
+        return broadcast(metrics)
+
+    @torch.no_grad()
+    def evaluate(self, module: DiffusionForcing, stage: str) -> dict[str, float]:
+        clips = self._clips(module)
+        horizon = clips.shape[1]
+        fs = module.frame_stack
+        if self.context_frames % fs or self.context_frames >= horizon:
+            raise ValueError(
+                f"evaluator.context_frames ({self.context_frames}) must be a multiple of algorithm.frame_stack ({fs}) "
+                f"and shorter than the clips ({horizon} frames)"
+            )
+        context = clips[:, : self.context_frames]
+        gen = torch.Generator(device=module.device).manual_seed(self.seed)
+        within = torch.cat(list(module.iter_generate(horizon - self.context_frames, context, generator=gen)), dim=1)
+        within = within.clamp(0, 1)
+        truth = clips[:, self.context_frames :]
+        metrics = {"psnr": float(psnr(within, truth).mean()), "ssim": float(ssim(within, truth).mean())}
+
+        total = self.rollout_frames or 10 * horizon
+        total -= total % fs
+        bin_frames = self.bin_frames or horizon
+        reference = clips  # real frames of the split, pooled over time
+        keep = min(self.media_videos, clips.shape[0])
+        kept, bins, current, produced = [], [], [], 0
+        gen = torch.Generator(device=module.device).manual_seed(self.seed + 1)
+        for frames in module.iter_generate(total, context, generator=gen):
+            frames = frames.clamp(0, 1)
+            if produced < self.media_frames:
+                kept.append((frames[:keep, : self.media_frames - produced] * 255).round().to(torch.uint8).cpu())
+            current.append(frames)
+            produced += frames.shape[1]
+            while sum(f.shape[1] for f in current) >= bin_frames:  # close a bin and drop its frames
+                chunk = torch.cat(current, dim=1)
+                bins.append(float(intensity_w1(chunk[:, :bin_frames], reference)))
+                current = [chunk[:, bin_frames:]] if chunk.shape[1] > bin_frames else []
+        if current and sum(f.shape[1] for f in current):
+            bins.append(float(intensity_w1(torch.cat(current, dim=1), reference)))
+        for i, value in enumerate(bins):
+            metrics[f"stability/w1_bin{i:02d}"] = value
+        metrics["stability/w1_first"], metrics["stability/w1_last"] = bins[0], bins[-1]
+        metrics["stability/drift"] = bins[-1] / max(bins[0], 1e-8)
+        metrics["rollout_frames"] = float(produced)
+        log.info("video %s: LPIPS and FVD skipped (no pretrained weights available offline)", stage)
+        path = module.media_dir / f"video_{stage}.gif"
+        self.write_gif(path, (clips[:keep] * 255).round().to(torch.uint8).cpu(), torch.cat(kept, dim=1), context)
+        self._log_video(module, f"{stage}/video", path)
+        return metrics
+
+    def write_gif(self, path, truth: torch.Tensor, generated: torch.Tensor, context: torch.Tensor) -> None:
+        """Frames: context (red frame, ground truth) then predictions; ground truth on top while it exists."""
+        from PIL import Image
+
+        b, t_gen, c, h, w = generated.shape
+        n_ctx = context.shape[1]
+        frames = []
+        for t in range(n_ctx + t_gen):
+            top = truth[:, t] if t < truth.shape[1] else torch.zeros_like(truth[:, 0])
+            bottom = truth[:, t] if t < n_ctx else generated[:, t - n_ctx]
+            grid = torch.cat([torch.cat(list(top), dim=-1), torch.cat(list(bottom), dim=-1)], dim=-2)  # (C, 2H, BW)
+            image = grid.permute(1, 2, 0).numpy()
+            if c == 1:
+                image = np.repeat(image, 3, axis=-1)
+            image = np.ascontiguousarray(image)
+            if t < n_ctx:  # mark context frames with a red border
+                image[:2], image[-2:], image[:, :2], image[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+            frames.append(Image.fromarray(image))
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / self.fps), loop=0)
+
+    @staticmethod
+    def _log_video(module: DiffusionForcing, key: str, path) -> None:
+        logger = module.logger
+        if logger is not None and hasattr(logger, "log_video"):
+            logger.log_video(key=key, videos=[str(path)], step=module.global_step)
