@@ -134,3 +134,36 @@ def test_generation_script_writes_both_splits(tmp_path: Path) -> None:
     out = main(["--shared-data", str(MNIST.parent), "--out", str(tmp_path), "--num-train", "2", "--num-test", "1",
                 "--frames", "6"])  # fmt: skip
     assert len(list((out / "train").glob("*.npz"))) == 2 and len(list((out / "test").glob("*.npz"))) == 1
+
+
+def _lpips_files(tmp_path: Path) -> tuple[Path, Path]:
+    from experiments.evaluation.lpips import ALEX_CONVS, TORCHVISION_INDEX
+
+    gen = torch.Generator().manual_seed(0)
+    alex, heads = {}, {}
+    for i, (idx, (c_in, c_out, k, _, _)) in enumerate(zip(TORCHVISION_INDEX, ALEX_CONVS)):
+        alex[f"features.{idx}.weight"] = torch.randn(c_out, c_in, k, k, generator=gen) * 0.05
+        alex[f"features.{idx}.bias"] = torch.zeros(c_out)
+        heads[f"lin{i}.model.1.weight"] = torch.rand(1, c_out, 1, 1, generator=gen)
+    torch.save(alex, tmp_path / "alexnet.pth")
+    torch.save(heads, tmp_path / "alex.pth")
+    return tmp_path / "alexnet.pth", tmp_path / "alex.pth"
+
+
+def test_lpips_from_local_files_is_a_distance(tmp_path: Path) -> None:
+    from experiments.evaluation.lpips import LPIPS
+
+    backbone, linear = _lpips_files(tmp_path)
+    lpips = LPIPS.from_files(backbone, linear)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 64, 64, generator=gen)
+    y = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    z = (x + 0.4 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    assert torch.allclose(lpips(x, x), torch.zeros(3), atol=1e-6)
+    assert (lpips(x, y) > 0).all() and torch.allclose(lpips(x, y), lpips(y, x), atol=1e-6)
+    assert (lpips(x, z) > lpips(x, y)).all()  # more noise, larger distance
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="AlexNet"):
+        LPIPS.from_files(tmp_path / "wrong.pth", linear)
+    with pytest.raises(FileNotFoundError, match="lpips_linear"):
+        LPIPS.from_files(backbone, tmp_path / "missing.pth")

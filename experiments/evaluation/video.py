@@ -10,7 +10,8 @@ For ``num_videos`` held-out clips (the first windows of the validation split, fi
    ``stability/w1_bin<i>`` (Wasserstein-1 of pixel intensities), ``stability/w1_first``/``w1_last`` and their
    ratio ``stability/drift``.
 
-LPIPS and FVD need pretrained networks that cannot be downloaded here; they are not computed (the log says so).
+LPIPS (AlexNet, v0.1) is computed on the within-window predictions when ``lpips_backbone`` and ``lpips_linear``
+point to local weight files; otherwise, and always for FVD (I3D, not implemented), the log says "skipped".
 Media: ``media/video_<stage>.gif``: ground truth (top, where it exists) over the prediction (bottom), context frames
 framed in red; logged to W&B when the logger takes videos.
 """
@@ -45,6 +46,8 @@ class VideoEvaluator:
         fps: int = 8,
         seed: int = 0,
         during_training: bool = False,
+        lpips_backbone: str | None = None,
+        lpips_linear: str | None = None,
     ) -> None:
         if context_frames < 1 or num_videos < 1:
             raise ValueError("evaluator.context_frames and evaluator.num_videos must be >= 1")
@@ -57,6 +60,8 @@ class VideoEvaluator:
         self.fps = fps
         self.seed = seed
         self.during_training = during_training
+        self.lpips_paths = (lpips_backbone, lpips_linear)
+        self._lpips = None
 
     def _clips(self, module: DiffusionForcing) -> torch.Tensor:
         data = module.trainer.datamodule
@@ -114,11 +119,29 @@ class VideoEvaluator:
         metrics["stability/w1_first"], metrics["stability/w1_last"] = bins[0], bins[-1]
         metrics["stability/drift"] = bins[-1] / max(bins[0], 1e-8)
         metrics["rollout_frames"] = float(produced)
-        log.info("video %s: LPIPS and FVD skipped (no pretrained weights available offline)", stage)
+        lpips = self.lpips_model(module.device)
+        if lpips is not None:
+            metrics["lpips"] = float(lpips(within.flatten(0, 1), truth.flatten(0, 1)).mean())
+        else:
+            log.info(
+                "video %s: LPIPS skipped (set evaluator.lpips_backbone to torchvision AlexNet weights and "
+                "evaluator.lpips_linear to LPIPS v0.1 alex.pth); FVD skipped (needs I3D weights; not implemented)",
+                stage,
+            )
         path = module.media_dir / f"video_{stage}.gif"
         self.write_gif(path, (clips[:keep] * 255).round().to(torch.uint8).cpu(), torch.cat(kept, dim=1), context)
         self._log_video(module, f"{stage}/video", path)
         return metrics
+
+    def lpips_model(self, device: torch.device):
+        """LPIPS from the configured local files, or None when they are not set."""
+        if not all(self.lpips_paths):
+            return None
+        if self._lpips is None:
+            from .lpips import LPIPS
+
+            self._lpips = LPIPS.from_files(*self.lpips_paths).to(device)
+        return self._lpips
 
     def write_gif(self, path, truth: torch.Tensor, generated: torch.Tensor, context: torch.Tensor) -> None:
         """Frames: context (red frame, ground truth) then predictions; ground truth on top while it exists."""
