@@ -198,3 +198,21 @@ def test_windows_never_cross_an_episode_boundary_unless_configured(tmp_path) -> 
     np.savez(bad, observations=np.full((50, 4), np.nan), actions=np.zeros((50, 2)))
     with pytest.raises(ValueError, match="NaN"):
         Maze2dDataModule("umaze", path=str(bad), episode_len=10).setup("fit")
+
+
+def test_d4rl_hdf5_files_load(tmp_path) -> None:
+    import h5py
+
+    from datasets.maze2d.datamodule import Maze2dDataModule
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "maze2d-umaze-v1.hdf5"
+    with h5py.File(path, "w") as f:  # the keys of the D4RL release
+        f["observations"] = rng.normal(size=(400, 4)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (400, 2)).astype(np.float32)
+        f["rewards"] = np.zeros(400, np.float32)
+        f["terminals"] = np.zeros(400, bool)
+        f["timeouts"] = np.zeros(400, bool)
+    dm = Maze2dDataModule("umaze", path=str(path), episode_len=50, val_fraction=0.25)
+    dm.setup("fit")
+    assert len(dm.train_set) == 300 - 50 + 1 and dm.train_set.get_batch(torch.tensor([0]))["x"].shape == (1, 50, 6)
