@@ -167,3 +167,18 @@ def test_lpips_from_local_files_is_a_distance(tmp_path: Path) -> None:
         LPIPS.from_files(tmp_path / "wrong.pth", linear)
     with pytest.raises(FileNotFoundError, match="lpips_linear"):
         LPIPS.from_files(backbone, tmp_path / "missing.pth")
+
+
+def test_resolution_average_pools_the_frames(tmp_path: Path) -> None:
+    generate_episodes(MNIST, tmp_path / "train", num=1, frames=4, seed=0)
+    generate_episodes(MNIST, tmp_path / "test", num=1, frames=4, seed=1)
+    full = VideoDataModule(str(tmp_path), n_frames=4)
+    half = VideoDataModule(str(tmp_path), n_frames=4, resolution=32)
+    full.setup("fit")
+    half.setup("fit")
+    assert half.frame_shape == (3, 32, 32)
+    big, small = full.train_set[0]["x"], half.train_set[0]["x"]
+    pooled = torch.nn.functional.avg_pool2d(big.flatten(0, 1), 2).reshape(small.shape)
+    assert (pooled - small).abs().max() <= 0.5 / 255 + 1e-6  # mean of 2×2 blocks, rounded to uint8
+    with pytest.raises(ValueError, match="resolution"):
+        VideoDataModule(str(tmp_path), n_frames=4, resolution=48)

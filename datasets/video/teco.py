@@ -42,6 +42,18 @@ def read_episode(path: Path) -> np.ndarray:
     return video
 
 
+def downsample(video: np.ndarray, resolution: int | None) -> np.ndarray:
+    """Average-pool square frames ``(T, H, W, 3)`` to ``resolution`` (a divisor of H); None keeps them."""
+    t, h, w, c = video.shape
+    if resolution is None or resolution == h:
+        return video
+    if h != w or h % resolution:
+        raise ValueError(f"dataset.resolution={resolution} must divide the square frame size {h}×{w}")
+    k = h // resolution
+    pooled = video.reshape(t, resolution, k, resolution, k, c).mean(axis=(2, 4))
+    return np.round(pooled).astype(np.uint8)
+
+
 def episode_files(root: Path, split: str) -> list[Path]:
     folder = root / split if (root / split).is_dir() else root
     files = sorted(folder.glob("*.npz"))
@@ -56,8 +68,8 @@ def episode_files(root: Path, split: str) -> list[Path]:
 class EpisodeWindows(Dataset):
     """All windows of ``n_frames`` (stride ``stride``) of the episodes, kept as uint8 in memory."""
 
-    def __init__(self, files: list[Path], n_frames: int, stride: int) -> None:
-        self.videos = [read_episode(f) for f in files]
+    def __init__(self, files: list[Path], n_frames: int, stride: int, resolution: int | None = None) -> None:
+        self.videos = [downsample(read_episode(f), resolution) for f in files]
         shapes = {v.shape[1:] for v in self.videos}
         if len(shapes) != 1:
             raise ValueError(f"episodes have different frame shapes {sorted(shapes)}")
@@ -85,6 +97,7 @@ class VideoDataModule(SequenceDataModule):
         n_frames: int = 36,
         stride: int = 1,
         val_split: str = "test",
+        resolution: int | None = None,
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -97,14 +110,16 @@ class VideoDataModule(SequenceDataModule):
         self.n_frames = n_frames
         self.stride = stride
         self.val_split = val_split
-        first = read_episode(episode_files(self.root, "train")[0])
+        self.resolution = resolution
+        first = downsample(read_episode(episode_files(self.root, "train")[0]), resolution)
         self.frame_shape = (3, *first.shape[1:3])
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.train_set = EpisodeWindows(episode_files(self.root, "train"), self.n_frames, self.stride)
-        self.val_set = EpisodeWindows(episode_files(self.root, self.val_split), self.n_frames, self.n_frames)
+        files = episode_files(self.root, "train"), episode_files(self.root, self.val_split)
+        self.train_set = EpisodeWindows(files[0], self.n_frames, self.stride, self.resolution)
+        self.val_set = EpisodeWindows(files[1], self.n_frames, self.n_frames, self.resolution)
 
     def normalization_stats(self) -> tuple[list[float], list[float]]:
         return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]  # [0, 1] → [−1, 1], as the official video models
@@ -125,6 +140,7 @@ class MovingMnistDataModule(VideoDataModule):
         generation_seed: int = 0,
         n_frames: int = 16,
         stride: int = 1,
+        resolution: int | None = None,
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -136,4 +152,4 @@ class MovingMnistDataModule(VideoDataModule):
         mnist = resolve_path(shared_data) / "t10k-images-idx3-ubyte.gz"
         generate_episodes(mnist, root / "train", num_train, episode_frames, generation_seed, size)
         generate_episodes(mnist, root / "test", num_test, episode_frames, generation_seed + 1, size)
-        super().__init__(str(root), n_frames, stride, "test", batch_size, val_batch_size, num_workers, seed)
+        super().__init__(str(root), n_frames, stride, "test", resolution, batch_size, val_batch_size, num_workers, seed)
