@@ -5,8 +5,8 @@ For every model of the chosen set (built from the project's own configs) it meas
 * training: seconds per optimiser step (forward, backward, AdamW) and training tokens/s;
 * sampling: one plan of ``plan_tokens`` tokens (S = 50; batch 32, video models: their training batch) with the
   full-sequence, pyramid and autoregressive matrices: wall time, cell calls and tokens/s; for the pyramid plan
-  also an *official-style* reference on the same network (every token recomputed in every row, no prefix cache) with the largest
-  difference between the two plans (equal samples = equal quality);
+  also an *official-style* reference on the same network (every token recomputed in every row, no prefix cache)
+  with the largest difference between the two plans (equal samples = equal quality);
 * Monte Carlo Guidance: a guided pyramid plan with N = 1, 2, 4, 8 sampled futures (vector models);
 * memory: growth of the resident memory (sampled after every chunk) during autoregressive rollouts of growing
   length, each in a fresh process, streamed chunk by chunk versus collected.
