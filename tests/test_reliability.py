@@ -74,7 +74,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, uninterr
     run_dir = tmp_path / "run"
     code, err = _interrupt(run_dir, sig)
     stopped_at = _weights(run_dir)["global_step"]
-    assert 8 <= stopped_at < STEPS
+    # step 8's periodic file exists; last.ckpt is written just after it, so a SIGKILL in between leaves step 4
+    assert (4 if sig == signal.SIGKILL else 8) <= stopped_at < STEPS
     if sig == signal.SIGTERM:
         # Lightning stops at the next step boundary; we save last.ckpt there and exit 143 with a hint
         assert code == 143, err[-2000:]
