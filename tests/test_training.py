@@ -219,7 +219,8 @@ def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
             "algorithm.evaluator.num_envs=2", "algorithm.evaluator.episode_steps=20",
         ]  # fmt: skip
     target = str(cfg.dataset.get("_target_", ""))
-    if target.endswith(("VideoDataModule", "MovingMnistDataModule")):  # 2 tokens per window, a short rollout
+    if target.endswith(("VideoDataModule", "MovingMnistDataModule", "MiniworldMazeDataModule")):
+        # 2 tokens per window, a short rollout
         fs = int(cfg.algorithm.frame_stack)
         overrides += [
             f"dataset.n_frames={2 * fs}", f"paths.data_cache={tmp_path / 'cache'}", "algorithm.evaluator.num_videos=1",
@@ -228,6 +229,14 @@ def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
         ]  # fmt: skip
         if target.endswith("MovingMnistDataModule"):
             overrides += ["dataset.num_train=4", "dataset.num_test=2", f"dataset.episode_frames={2 * fs}"]
+        elif target.endswith("MiniworldMazeDataModule"):  # generated once per session, shared by the presets
+            overrides += [
+                "dataset.num_train=2",
+                "dataset.num_test=1",
+                f"dataset.episode_frames={2 * fs}",
+                f"dataset.size={cfg.dataset.resolution}",
+                f"dataset.data_dir={tmp_path.parent / 'maze'}",
+            ]
         else:  # TECO-format episodes at the preset's resolution, written here; paper-size U-Nets: batch 1
             overrides += ["dataset.batch_size=1", f"algorithm.evaluator.rollout_frames={2 * fs}"]
             size = 128 if "minecraft" in preset else 64

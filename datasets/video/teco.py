@@ -125,17 +125,20 @@ class VideoDataModule(SequenceDataModule):
         return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]  # [0, 1] → [−1, 1], as the official video models
 
 
-class MovingMnistDataModule(VideoDataModule):
-    """Moving MNIST episodes generated from the shipped MNIST digits on first use (``data_dir``), then read as
-    TECO-format video (see :func:`datasets.video.moving_mnist.generate_episodes`)."""
+class GeneratedVideoDataModule(VideoDataModule):
+    """Episodes generated on first use into ``<data_dir>/n<train>-<test>_f<frames>_s<size>_seed<seed>/`` (one folder
+    per generation setting), then read as TECO-format video. Generators write episodes atomically and skip complete
+    ones, so an interrupted generation resumes. Subclasses implement :meth:`generate`; the test split is generated
+    with seed ``generation_seed + test_seed_offset``."""
+
+    test_seed_offset = 10_000
 
     def __init__(
         self,
-        shared_data: str = "../shared/data",
-        data_dir: str = "data/moving_mnist",
-        num_train: int = 2000,
-        num_test: int = 64,
-        episode_frames: int = 40,
+        data_dir: str,
+        num_train: int = 200,
+        num_test: int = 16,
+        episode_frames: int = 300,
         size: int = 64,
         generation_seed: int = 0,
         n_frames: int = 16,
@@ -146,10 +149,36 @@ class MovingMnistDataModule(VideoDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
+        root = resolve_path(data_dir) / f"n{num_train}-{num_test}_f{episode_frames}_s{size}_seed{generation_seed}"
+        self.generate(root / "train", num_train, episode_frames, size, generation_seed)
+        self.generate(root / "test", num_test, episode_frames, size, generation_seed + self.test_seed_offset)
+        super().__init__(str(root), n_frames, stride, "test", resolution, batch_size, val_batch_size, num_workers, seed)
+
+    def generate(self, out: Path, num: int, frames: int, size: int, seed: int) -> None:
+        raise NotImplementedError
+
+
+class MovingMnistDataModule(GeneratedVideoDataModule):
+    """Moving MNIST episodes made from the shipped MNIST digits (:func:`datasets.video.moving_mnist.generate_episodes`);
+    ``shared_data`` is the folder with ``t10k-images-idx3-ubyte.gz``; the other arguments are those of
+    :class:`GeneratedVideoDataModule`."""
+
+    test_seed_offset = 1
+
+    def __init__(self, shared_data: str = "../shared/data", **kwargs) -> None:
+        self.mnist = resolve_path(shared_data) / "t10k-images-idx3-ubyte.gz"
+        super().__init__(**kwargs)
+
+    def generate(self, out: Path, num: int, frames: int, size: int, seed: int) -> None:
         from .moving_mnist import generate_episodes
 
-        root = resolve_path(data_dir) / f"n{num_train}-{num_test}_f{episode_frames}_s{size}_seed{generation_seed}"
-        mnist = resolve_path(shared_data) / "t10k-images-idx3-ubyte.gz"
-        generate_episodes(mnist, root / "train", num_train, episode_frames, generation_seed, size)
-        generate_episodes(mnist, root / "test", num_test, episode_frames, generation_seed + 1, size)
-        super().__init__(str(root), n_frames, stride, "test", resolution, batch_size, val_batch_size, num_workers, seed)
+        generate_episodes(self.mnist, out, num, frames, seed, size)
+
+
+class MiniworldMazeDataModule(GeneratedVideoDataModule):
+    """DMLab-like first-person maze videos made with MiniWorld (:mod:`datasets.video.miniworld_maze`)."""
+
+    def generate(self, out: Path, num: int, frames: int, size: int, seed: int) -> None:
+        from .miniworld_maze import generate_maze_episodes
+
+        generate_maze_episodes(out, num, frames, seed, size, log_every=50 if num >= 100 else 0)
