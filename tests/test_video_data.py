@@ -4,6 +4,7 @@ metric on known inputs."""
 from __future__ import annotations
 
 import gzip
+import json
 import math
 from pathlib import Path
 
@@ -182,3 +183,22 @@ def test_resolution_average_pools_the_frames(tmp_path: Path) -> None:
     assert (pooled - small).abs().max() <= 0.5 / 255 + 1e-6  # mean of 2×2 blocks, rounded to uint8
     with pytest.raises(ValueError, match="resolution"):
         VideoDataModule(str(tmp_path), n_frames=4, resolution=48)
+
+
+def test_stability_report_reads_runs_and_plots(tmp_path: Path) -> None:
+    from scripts.plot_stability import main
+
+    for name, bins in (("df", [0.02, 0.03, 0.025]), ("tf", [0.02, 0.1, 0.3])):
+        (tmp_path / name).mkdir()
+        metrics = {f"val/stability/w1_bin{i:02d}": v for i, v in enumerate(bins)} | {"val/psnr": 20.0}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "plot.png"
+    text = main(["--run", f"DF={tmp_path / 'df'}", "--run", f"TF={tmp_path / 'tf'}", "--bin-frames", "16",
+                 "--out", str(out)])  # fmt: skip
+    rows = text.splitlines()
+    assert rows[0].startswith("| run | 0–16 | 16–32 | 32–48 | drift")
+    assert rows[2] == "| DF | 0.0200 | 0.0300 | 0.0250 | 1.25 |" and rows[3].endswith("| 15.00 |")
+    assert out.stat().st_size > 1000
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="evaluate the run first"):
+        main(["--run", f"X={tmp_path / 'empty'}"])

@@ -67,7 +67,8 @@ class VideoEvaluator:
         data = module.trainer.datamodule
         val = data.val_set
         n = min(self.num_videos, len(val))
-        return torch.stack([val[i]["x"] for i in range(n)]).to(module.device)  # (B, T, C, H, W) in [0, 1]
+        index = np.linspace(0, len(val) - 1, n).round().astype(int)  # spread over the split's episodes
+        return torch.stack([val[int(i)]["x"] for i in index]).to(module.device)  # (B, T, C, H, W) in [0, 1]
 
     def __call__(self, module: DiffusionForcing, stage: str) -> dict[str, float]:
         metrics = None
