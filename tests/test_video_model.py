@@ -60,3 +60,17 @@ def test_smoke_train_and_rollout_writes_metrics_and_video(tmp_path: Path) -> Non
 
     with Image.open(gif) as image:
         assert image.n_frames == 2 + 80 and image.size == (2 * 32, 2 * 32)  # 2 videos wide, truth over prediction
+
+
+def test_validation_with_longer_windows_rolls_out_a_trained_checkpoint(tmp_path: Path) -> None:
+    data = [f"paths.data_cache={tmp_path / 'cache'}", "dataset.episode_frames=24"]
+    run(make_cfg(tmp_path / "train", [*SMALL, *data, "tasks=[training]", "trainer.max_steps=2"]))
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    long = ["tasks=[validation]", f"load={ckpt}", "dataset.n_frames=24", "algorithm.evaluator.rollout_frames=null"]
+    metrics = run(make_cfg(tmp_path / "long", [*SMALL, *data, *long]))
+    assert metrics["val/rollout_frames"] == 240.0  # 10x the longer window
+    assert 0.0 < metrics["val/psnr"]  # scored against the 22 real frames after the context
+    from PIL import Image
+
+    with Image.open(tmp_path / "long" / "media" / "video_val.gif") as image:
+        assert image.n_frames == 2 + 240  # context + the whole rollout (media_frames 256)
