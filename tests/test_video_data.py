@@ -202,3 +202,39 @@ def test_stability_report_reads_runs_and_plots(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="evaluate the run first"):
         main(["--run", f"X={tmp_path / 'empty'}"])
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians() -> None:
+    from experiments.evaluation.fvd import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, size=(40000, 2))
+    b = rng.normal([1.0, -2.0], [2.0, 0.5], size=(40000, 2))
+    expected = (1.0 + 4.0) + ((1 - 2.0) ** 2 + (1 - 0.5) ** 2)  # ‖Δμ‖² + Σ (σ_a − σ_b)² for diagonal covariances
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fvd_from_a_local_i3d_file_orders_noise_levels(tmp_path: Path) -> None:
+    from experiments.evaluation.fvd import FVD, InceptionI3d
+
+    torch.manual_seed(0)
+    net = InceptionI3d(num_classes=16)
+    for m in net.modules():  # non-trivial batch-norm statistics, as in trained weights
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}  # an old file
+    torch.save(state, tmp_path / "i3d.pt")
+    fvd = FVD(tmp_path / "i3d.pt", size=32)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(6, 8, 3, 16, 16, generator=gen)
+    slightly = (real + 0.05 * torch.randn(real.shape, generator=gen)).clamp(0, 1)
+    very = (real + 0.5 * torch.randn(real.shape, generator=gen)).clamp(0, 1)
+    assert fvd(real, real) == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 < fvd(real, slightly) < fvd(real, very)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an Inception-I3D"):
+        FVD(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="fvd_weights"):
+        FVD(tmp_path / "missing.pt")

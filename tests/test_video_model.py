@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.evaluation.fvd import InceptionI3d
 from experiments.run import run
 from tests.test_training import build, make_cfg
 from tests.test_video_data import _lpips_files
@@ -44,12 +45,16 @@ def test_rollout_to_ten_times_the_training_length_keeps_memory_flat(tmp_path: Pa
 
 
 def test_smoke_train_and_rollout_writes_metrics_and_video(tmp_path: Path) -> None:
-    backbone, linear = _lpips_files(tmp_path)  # LPIPS from local files (random weights of the right shapes)
+    backbone, linear = _lpips_files(tmp_path)  # LPIPS and FVD from local files (random weights, right shapes)
+    torch.save(InceptionI3d(num_classes=8).state_dict(), tmp_path / "i3d.pt")
     metrics = run(make_cfg(tmp_path, [*SMALL, f"paths.data_cache={tmp_path / 'cache'}", "trainer.max_steps=2",
                                       "algorithm.evaluator.rollout_frames=80",
                                       f"algorithm.evaluator.lpips_backbone={backbone}",
-                                      f"algorithm.evaluator.lpips_linear={linear}"]))  # fmt: skip
+                                      f"algorithm.evaluator.lpips_linear={linear}",
+                                      f"algorithm.evaluator.fvd_weights={tmp_path / 'i3d.pt'}",
+                                      "algorithm.evaluator.fvd_size=32"]))  # fmt: skip
     assert metrics["val/lpips"] > 0
+    assert metrics["val/fvd"] > 0 and metrics["val/fvd_clips"] == 2.0 and metrics["val/fvd_frames"] == 6.0
     assert metrics["val/rollout_frames"] == 80.0  # 10x the 8-frame training window
     bins = [k for k in metrics if k.startswith("val/stability/w1_bin")]
     assert len(bins) == 10 and all(0.0 <= metrics[k] <= 1.0 for k in bins)

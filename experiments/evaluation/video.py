@@ -48,6 +48,8 @@ class VideoEvaluator:
         during_training: bool = False,
         lpips_backbone: str | None = None,
         lpips_linear: str | None = None,
+        fvd_weights: str | None = None,
+        fvd_size: int = 224,
     ) -> None:
         if context_frames < 1 or num_videos < 1:
             raise ValueError("evaluator.context_frames and evaluator.num_videos must be >= 1")
@@ -62,6 +64,8 @@ class VideoEvaluator:
         self.during_training = during_training
         self.lpips_paths = (lpips_backbone, lpips_linear)
         self._lpips = None
+        self.fvd_weights, self.fvd_size = fvd_weights, fvd_size
+        self._fvd = None
 
     def _clips(self, module: DiffusionForcing) -> torch.Tensor:
         data = module.trainer.datamodule
@@ -126,9 +130,18 @@ class VideoEvaluator:
         else:
             log.info(
                 "video %s: LPIPS skipped (set evaluator.lpips_backbone to torchvision AlexNet weights and "
-                "evaluator.lpips_linear to LPIPS v0.1 alex.pth); FVD skipped (needs I3D weights; not implemented)",
+                "evaluator.lpips_linear to LPIPS v0.1 alex.pth)",
                 stage,
             )
+        if self.fvd_weights:  # clips of the frames after the context; the count and length go with the value
+            if self._fvd is None:
+                from .fvd import FVD
+
+                self._fvd = FVD(self.fvd_weights, self.fvd_size)
+            metrics["fvd"] = self._fvd(truth, within)
+            metrics["fvd_clips"], metrics["fvd_frames"] = float(truth.shape[0]), float(truth.shape[1])
+        else:
+            log.info("video %s: FVD skipped (set evaluator.fvd_weights to an Inception-I3D state dict)", stage)
         path = module.media_dir / f"video_{stage}.gif"
         self.write_gif(path, (clips[:keep] * 255).round().to(torch.uint8).cpu(), torch.cat(kept, dim=1), context)
         self._log_video(module, f"{stage}/video", path)
