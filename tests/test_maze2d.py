@@ -216,3 +216,35 @@ def test_d4rl_hdf5_files_load(tmp_path) -> None:
     dm = Maze2dDataModule("umaze", path=str(path), episode_len=50, val_fraction=0.25)
     dm.setup("fit")
     assert len(dm.train_set) == 300 - 50 + 1 and dm.train_set.get_batch(torch.tensor([0]))["x"].shape == (1, 50, 6)
+
+
+def test_minari_pointmaze_datasets_load_in_d4rl_coordinates(tmp_path) -> None:
+    import h5py
+
+    from datasets.maze2d.datamodule import load_stream
+    from datasets.maze2d.layouts import Layout
+
+    layout = Layout("umaze")
+    h, w = layout.shape
+    rng = np.random.default_rng(0)
+    episodes = []
+    root = tmp_path / "D4RL" / "pointmaze" / "umaze-v2"
+    (root / "data").mkdir(parents=True)
+    with h5py.File(root / "data" / "main_data.hdf5", "w") as f:
+        for i, steps in enumerate((30, 25)):
+            d_obs = rng.uniform(1, 3, (steps + 1, 4))  # D4RL convention: x along rows, y along columns
+            d_act = rng.uniform(-1, 1, (steps, 2))
+            episodes.append((d_obs[:-1], d_act))
+            pm_obs = np.stack([d_obs[:, 1] + 0.2 + 0.5 - w / 2, h / 2 - 0.5 - (d_obs[:, 0] + 0.2),
+                               d_obs[:, 3], -d_obs[:, 2]], axis=1)  # fmt: skip
+            group = f.create_group(f"episode_{i}")
+            group.create_group("observations")["observation"] = pm_obs
+            group["actions"] = np.stack([d_act[:, 1], -d_act[:, 0]], axis=1)
+            group["terminations"] = np.zeros(steps, bool)
+            group["truncations"] = np.arange(steps) == steps - 1
+    data = load_stream(root, layout)  # the dataset folder, as Minari stores it
+    assert np.allclose(data["observations"], np.concatenate([o for o, _ in episodes]), atol=1e-5)
+    assert np.allclose(data["actions"], np.concatenate([a for _, a in episodes]), atol=1e-6)
+    assert np.flatnonzero(data["timeouts"]).tolist() == [29, 54]
+    with pytest.raises(ValueError, match="maze layout"):
+        load_stream(root / "data" / "main_data.hdf5")

@@ -26,8 +26,48 @@ from .layouts import DATASET_STEPS, EPISODE_STEPS, Layout
 OFFICIAL_WINDOW = {"umaze": 300, "medium": 600, "large": 600}  # official episode_len (frames per window)
 
 
-def load_stream(path: Path) -> dict[str, np.ndarray]:
-    """``observations``/``actions`` (+ optional ``terminals``, ``timeouts``) from an .npz or a D4RL .hdf5 file."""
+def pointmaze_to_d4rl(obs: np.ndarray, actions: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """gymnasium-robotics PointMaze coordinates → D4RL's (data.md §1.7). With H rows and W columns, PointMaze has
+    ``x_pm = y_d + 0.7 − W/2``, ``y_pm = H/2 − 0.7 − x_d``, velocities alike without offsets, and
+    ``a_pm = (a_d[1], −a_d[0])``."""
+    h, w = layout.shape
+    x_pm, y_pm, vx_pm, vy_pm = obs.T
+    d4rl_obs = np.stack([h / 2 - 0.7 - y_pm, x_pm - 0.7 + w / 2, -vy_pm, vx_pm], axis=1)
+    d4rl_actions = np.stack([-actions[:, 1], actions[:, 0]], axis=1)
+    return d4rl_obs.astype(np.float32), d4rl_actions.astype(np.float32)
+
+
+def load_minari(path: Path, layout: Layout) -> dict[str, np.ndarray]:
+    """A Minari PointMaze dataset (``main_data.hdf5``, groups ``episode_<id>`` with ``observations`` (T+1 entries;
+    a group with ``observation`` for dict spaces), ``actions`` (T), ``terminations``, ``truncations``) as one
+    D4RL-convention stream: each episode's first T observations and its T actions, its last step marked as a
+    boundary (``timeouts``), so that no window crosses episodes."""
+    import h5py
+
+    obs, actions, ends = [], [], []
+    with h5py.File(path, "r") as f:
+        names = sorted((k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+        for name in names:
+            ep = f[name]
+            o = ep["observations"]
+            o = np.asarray(o["observation"] if isinstance(o, h5py.Group) else o)
+            a = np.asarray(ep["actions"])
+            if len(o) != len(a) + 1:
+                raise ValueError(f"{path}: {name} has {len(o)} observations for {len(a)} actions (expected T+1 and T)")
+            o, a = pointmaze_to_d4rl(o[:-1], a, layout)
+            obs.append(o)
+            actions.append(a)
+            ends.append(np.arange(len(a)) == len(a) - 1)
+    if not obs:
+        raise ValueError(f"{path} holds no Minari episodes (groups episode_<id>)")
+    return {"observations": np.concatenate(obs), "actions": np.concatenate(actions), "timeouts": np.concatenate(ends)}
+
+
+def load_stream(path: Path, layout: Layout | None = None) -> dict[str, np.ndarray]:
+    """``observations``/``actions`` (+ optional ``terminals``, ``timeouts``) from an .npz, a D4RL .hdf5 file, or a
+    Minari dataset (its folder or its ``data/main_data.hdf5``; PointMaze coordinates are converted to D4RL's)."""
+    if path.is_dir():
+        path = path / "data" / "main_data.hdf5"
     if not path.is_file():
         raise FileNotFoundError(
             f"maze2d data {path} not found; generate it (python -m scripts.generate_maze2d) or fix dataset.path"
@@ -38,7 +78,12 @@ def load_stream(path: Path) -> dict[str, np.ndarray]:
             import h5py
 
             with h5py.File(path, "r") as f:
-                data = {k: np.asarray(f[k]) for k in keys if k in f}
+                minari = any(k.startswith("episode_") for k in f)
+                data = {} if minari else {k: np.asarray(f[k]) for k in keys if k in f}
+            if minari:
+                if layout is None:
+                    raise ValueError(f"{path} is a Minari dataset: its maze layout is needed to convert coordinates")
+                data = load_minari(path, layout)
         else:
             with np.load(path) as f:
                 data = {k: np.asarray(f[k]) for k in keys if k in f.files}
@@ -144,7 +189,7 @@ class Maze2dDataModule(SequenceDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        data = load_stream(self.stream_path())
+        data = load_stream(self.stream_path(), self.layout)
         obs = torch.from_numpy(data["observations"].astype(np.float32))
         actions = torch.from_numpy(data["actions"].astype(np.float32))
         boundaries = None
