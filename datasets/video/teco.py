@@ -10,6 +10,7 @@ normalises them to [−1, 1] (mean 0.5, std 0.5 per channel, fixed).
 from __future__ import annotations
 
 import zipfile
+from abc import abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,9 @@ class GeneratedVideoDataModule(VideoDataModule):
         self.generate(root / "test", num_test, episode_frames, size, generation_seed + self.test_seed_offset)
         super().__init__(str(root), n_frames, stride, "test", resolution, batch_size, val_batch_size, num_workers, seed)
 
+    @abstractmethod
     def generate(self, out: Path, num: int, frames: int, size: int, seed: int) -> None:
-        raise NotImplementedError
+        """Write ``num`` episodes of ``frames`` frames at ``size`` × ``size`` into ``out`` (seeded by ``seed``)."""
 
 
 class MovingMnistDataModule(GeneratedVideoDataModule):
