@@ -365,7 +365,28 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "dtype": "float32",
+        "gemm_gflops": gemm_throughput(),
     }
+
+
+def gemm_throughput(width: int = 512, rows: tuple[int, ...] = (32, 256)) -> dict[str, float]:
+    """fp32 GFLOP/s of ``(rows × width) @ (width × width)``: how much a larger batch (e.g. MCG's N copies) gains.
+
+    On a GPU a batch of 256 costs about as much as 32; on a CPU both are compute-bound, and only this ratio of
+    throughputs is gained by batching N futures instead of looping over them.
+    """
+    weight = torch.randn(width, width)
+    out: dict[str, float] = {}
+    for m in rows:
+        x = torch.randn(m, width)
+        for _ in range(3):
+            x @ weight
+        n = max(20, 40_000 // m)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x @ weight
+        out[f"batch_{m}"] = 2.0 * m * width * width * n / (time.perf_counter() - t0) / 1e9
+    return out
 
 
 def markdown(results: dict[str, Any]) -> str:

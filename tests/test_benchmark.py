@@ -33,6 +33,8 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
         "models": {"tiny": {"training": training, "sampling": benchmark.bench_sampling(tiny, 1), "mcg": mcg}},
         "memory": [{"tokens": 4, "mode": "stream", "peak_rss_growth_MB": 0.0, "seconds": 0.1}],
     }
+    gemm = results["machine"]["gemm_gflops"]
+    assert set(gemm) == {"batch_32", "batch_256"} and min(gemm.values()) > 0
     table = benchmark.markdown(results)
     assert "| tiny |" in table and "N=8 / N=1" in table and "| stream | 4 |" in table
 

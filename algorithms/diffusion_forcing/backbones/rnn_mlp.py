@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import InitialState, LevelEmbedding, RecurrentBackbone
+from .weight_tape import WeightGradTape, use_tape
 
 
 class ResidualBlock(nn.Module):
@@ -96,16 +97,44 @@ class RecurrentMLP(RecurrentBackbone):
             parts.append(cond)
         return self.in_rest(torch.cat(parts, dim=-1))
 
-    def _step(self, z_prev: Tensor, rest: Tensor) -> Tensor:
-        """The recurrent part: residual MLP and GRU stack; returns z_t."""
-        shortcut, body = (self.in_z(z_prev) + rest).chunk(2, dim=-1)
-        h = F.gelu(shortcut + self.in_body(F.gelu(body)))
-        h = self.res_blocks(h)
+    def _step(self, z_prev: Tensor, rest: Tensor, tape: WeightGradTape | None = None) -> Tensor:
+        """The recurrent part: residual MLP and GRU stack; returns z_t.
+
+        With a ``tape`` (training), every layer goes through it so that its weight gradient is computed once for
+        the whole sequence (``weight_tape.py``); the values are the same as without.
+        """
+        if tape is None:
+            shortcut, body = (self.in_z(z_prev) + rest).chunk(2, dim=-1)
+            h = F.gelu(shortcut + self.in_body(F.gelu(body)))
+            h = self.res_blocks(h)
+            states = []
+            for gru, z_slice in zip(self.grus, z_prev.split(self.slice_dim, dim=-1)):
+                h = gru(h, z_slice)
+                states.append(h)
+            return self.post(torch.cat(states, dim=-1))
+
+        def lin(layer: nn.Linear, x: Tensor) -> Tensor:
+            return tape.linear(layer.weight, layer.bias, x)
+
+        shortcut, body = (lin(self.in_z, z_prev) + rest).chunk(2, dim=-1)
+        h = F.gelu(shortcut + lin(self.in_body, F.gelu(body)))
+        for block in self.res_blocks:
+            h = F.gelu(h + lin(block.body[2], F.gelu(lin(block.body[0], h))))
         states = []
         for gru, z_slice in zip(self.grus, z_prev.split(self.slice_dim, dim=-1)):
-            h = gru(h, z_slice)
+            if not (tape.wants(gru.weight_ih) or tape.wants(gru.weight_hh)):
+                h = gru(h, z_slice)  # the fused cell when neither weight is taped
+                states.append(h)
+                continue
+            # torch.nn.GRUCell's equations, gates ordered (reset, update, new)
+            gi_r, gi_u, gi_n = tape.linear(gru.weight_ih, gru.bias_ih, h).chunk(3, dim=-1)
+            gh_r, gh_u, gh_n = tape.linear(gru.weight_hh, gru.bias_hh, z_slice).chunk(3, dim=-1)
+            reset = torch.sigmoid(gi_r + gh_r)
+            update = torch.sigmoid(gi_u + gh_u)
+            new = torch.tanh(gi_n + reset * gh_n)
+            h = new + update * (z_slice - new)
             states.append(h)
-        return self.post(torch.cat(states, dim=-1))
+        return lin(self.post[2], F.gelu(lin(self.post[0], torch.cat(states, dim=-1))))
 
     def forward(
         self, z_prev: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
@@ -113,13 +142,21 @@ class RecurrentMLP(RecurrentBackbone):
         z_next = self._step(z_prev, self._rest(x_noisy, noise_level, cond))
         return z_next, self.head(z_next)
 
+    def _tape(self) -> WeightGradTape | None:
+        """A weight-gradient tape for one training sequence, or None when no layer is large enough to gain."""
+        tape = WeightGradTape()
+        recurrent = [self.in_z, self.in_body, *(b.body[i] for b in self.res_blocks for i in (0, 2)), *self.post[::2]]
+        weights = [m.weight for m in recurrent] + [w for g in self.grus for w in (g.weight_ih, g.weight_hh)]
+        return tape if any(tape.wants(w) for w in weights) else None
+
     def forward_sequence(
         self, z: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         rest = self._rest(x_noisy, noise_level, cond)  # (B, T, 2·hidden), batched over time
+        tape = self._tape() if self.training and self.in_body.weight.requires_grad and use_tape(z, rest) else None
         latents = []
         for rest_t in rest.unbind(1):  # unbind, not rest[:, t]: its backward is one stack, not T zero-filled copies
-            z = self._step(z, rest_t)
+            z = self._step(z, rest_t, tape)
             latents.append(z)
         latents = torch.stack(latents, dim=1)  # (B, T, z_dim)
         return latents, self.head(latents)
