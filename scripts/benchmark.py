@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configurations")
 SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
 MCG_SAMPLES = (1, 2, 4, 8)
+PARTS = ("training", "sampling", "mcg")
 
 # Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
 # issue that asked for this benchmark; not measured by this script.
@@ -398,17 +399,21 @@ def markdown(results: dict[str, Any]) -> str:
     )
     lines.append("|" + "---|" * 9)
     for name, r in results["models"].items():
-        t, s = r["training"], r.get("sampling")
+        t, s = r.get("training"), r.get("sampling")
+        if t is None and s is None:
+            continue  # MCG only: in its own table
+        train = (
+            "— | — | —"
+            if t is None
+            else (f"{t['params_M']:.2f} | {t['train_s_per_step']:.3f} | {t['train_tokens_per_s']:.0f}")
+        )
         if s is None:
             plans, ref_cells = " | ".join("—" for _ in SCHEDULES), "— | —"
         else:
             plans = " | ".join(f"{s[k]['plan_s']:.2f} ({s[k]['cell_calls']})" for k in SCHEDULES)
             ref = s["pyramid_naive_reference"]
             ref_cells = f"{ref['plan_s']:.2f} ({ref['cell_calls']}) | {ref['max_abs_diff_vs_ours']:.1e}"
-        lines.append(
-            f"| {name} | {t['params_M']:.2f} | {t['train_s_per_step']:.3f} | {t['train_tokens_per_s']:.0f} | {plans} | "
-            f"{ref_cells} |"
-        )
+        lines.append(f"| {name} | {train} | {plans} | {ref_cells} |")
     mcg = {k: r["mcg"] for k, r in results["models"].items() if "mcg" in r}
     if mcg:
         heads = " | ".join(f"N={n} s" for n in MCG_SAMPLES)
@@ -436,6 +441,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, help="model names to run (default: all of the set)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="what to measure for each model (default: all); memory is separate (--no-memory)",
+    )
     parser.add_argument("--memory-probe", nargs=2, metavar=("TOKENS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe:
@@ -448,10 +460,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.only and case.name not in args.only:
             continue
         print(f"[benchmark] {case.name}", flush=True)
-        entry = {"training": bench_training(case, args.repeats)}
-        if case.sampling:
+        entry = {"training": bench_training(case, args.repeats)} if "training" in args.parts else {}
+        if case.sampling and "sampling" in args.parts:
             entry["sampling"] = bench_sampling(case, args.repeats)
-        if case.mcg:
+        if case.mcg and "mcg" in args.parts:
             entry["mcg"] = bench_mcg(case, args.repeats)
         results["models"][case.name] = entry
     if not args.no_memory and args.set in ("cpu", "all"):

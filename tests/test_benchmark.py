@@ -37,6 +37,11 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     assert set(gemm) == {"batch_32", "batch_256"} and min(gemm.values()) > 0
     table = benchmark.markdown(results)
     assert "| tiny |" in table and "N=8 / N=1" in table and "| stream | 4 |" in table
+    # --parts: a model measured for training only, and one for MCG only (no row in the main table)
+    partial = {"machine": {}, "models": {"t_only": {"training": training}, "m_only": {"mcg": mcg}}}
+    table = benchmark.markdown(partial)
+    assert "| t_only | " in table and "| — | — | — | — | — |" in table
+    assert f"| m_only | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
 
 
 def test_memory_probe_streams_a_rollout() -> None:
