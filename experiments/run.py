@@ -83,13 +83,26 @@ def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
     write_json_atomic(run_dir / "run_info.json", info)
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
-    """Instantiate ``cfg.logger`` (W&B, CSV, TensorBoard) or return False for ``logger=none``."""
+def build_logger(cfg: DictConfig, run_dir: Path, resumed: bool = False) -> Any:
+    """Instantiate ``cfg.logger`` (W&B, CSV, TensorBoard) or return False for ``logger=none``.
+
+    A resumed run logs into its own run directory (not the new Hydra directory). The CSV logger rewrites an
+    existing ``metrics.csv`` from scratch, so a resumed run's CSV goes to ``csv/resume_<k>/`` and the rows
+    written before the interruption are kept.
+    """
     logger_cfg = cfg.get("logger")
     if not logger_cfg or "_target_" not in logger_cfg:
         return False
     kwargs: dict[str, Any] = {}
     target = str(logger_cfg["_target_"])
+    if resumed and "save_dir" in logger_cfg and Path(str(logger_cfg.save_dir)) == Path(str(cfg.output_dir)):
+        kwargs["save_dir"] = str(run_dir)
+    if resumed and target.endswith("CSVLogger"):
+        base = Path(kwargs.get("save_dir", str(logger_cfg.get("save_dir", run_dir)))) / str(logger_cfg.get("name", ""))
+        k = 1
+        while (base / f"resume_{k}").exists():
+            k += 1
+        kwargs["version"] = f"resume_{k}" if (base / "metrics.csv").exists() or k > 1 else logger_cfg.get("version")
     if target.endswith("WandbLogger"):
         id_file = run_dir / "wandb_run_id.txt"
         if id_file.exists():  # resumed run: continue the same W&B run
@@ -213,7 +226,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module.output_dir = run_dir
     if cfg.get("load"):
         load_weights(module, resolve_checkpoint(cfg.load, "load"))
-    logger = build_logger(cfg, run_dir)
+    logger = build_logger(cfg, run_dir, resumed=resume_ckpt is not None)
     trainer = build_trainer(cfg, run_dir, logger)
 
     trained = False

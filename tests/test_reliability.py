@@ -3,6 +3,7 @@ are clear errors, and W&B runs can be found again by their id."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -218,3 +219,21 @@ def test_wandb_goes_online_only_with_credentials(tmp_path: Path, monkeypatch: py
     (tmp_path / ".netrc").unlink()
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert wandb_logged_in()
+
+
+def test_resumed_run_logs_into_its_run_directory_and_keeps_the_csv_rows(tmp_path: Path) -> None:
+    csv_run = [*(o for o in TINY if not o.startswith("logger=")), "logger=csv", "tasks=[training]"]
+    csv_run += ["trainer.log_every_n_steps=1", "checkpoint.every_n_train_steps=2"]
+    run_dir = tmp_path / "train"
+    run(make_cfg(run_dir, [*csv_run, "trainer.max_steps=3"]))
+    first = run_dir / "csv" / "metrics.csv"
+    rows_before = first.read_text()
+    assert rows_before.count("\n") >= 4  # header + 3 steps
+    # resumed from another (new Hydra) directory, then in place as resume=auto does
+    run(make_cfg(tmp_path / "hydra_dir", [*csv_run, "trainer.max_steps=5", f"resume={run_dir}"]))
+    run(make_cfg(run_dir, [*csv_run, "trainer.max_steps=7", "resume=auto"]))
+    assert first.read_text() == rows_before  # the rows from before the interruption survive
+    for k, last_step in ((1, 4), (2, 6)):
+        with open(run_dir / "csv" / f"resume_{k}" / "metrics.csv", newline="") as f:
+            assert max(int(row["step"]) for row in csv.DictReader(f)) == last_step
+    assert not (tmp_path / "hydra_dir" / "csv").exists()
