@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configurations")
 SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
 MCG_SAMPLES = (1, 2, 4, 8)
-PARTS = ("training", "sampling", "mcg")
+PARTS = ("training", "sampling", "mcg", "tape_ab")
 
 # Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
 # issue that asked for this benchmark; not measured by this script.
@@ -174,6 +174,43 @@ def bench_training(case: Case, repeats: int) -> dict[str, float]:
     tokens = case.batch * case.frames // module.frame_stack
     params = sum(p.numel() for p in module.cell.parameters())
     return {"params_M": params / 1e6, "train_s_per_step": seconds, "train_tokens_per_s": tokens / seconds}
+
+
+def bench_tape_ab(case: Case, rounds: int = 4, steps: int = 3) -> dict[str, float]:
+    """Training step with the weight tape off and on (``weight_tape.py``), interleaved in one process.
+
+    Rounds alternate plain and taped steps (a warm-up step, then ``steps`` timed ones each), so that drifts of the
+    machine's speed hit both alike; returns the median seconds of each ({} for a backbone without the tape).
+    """
+    from algorithms.diffusion_forcing.backbones import rnn_mlp
+
+    module, _ = build(case)
+    if not isinstance(module.cell.backbone, rnn_mlp.RecurrentMLP):
+        return {}
+    module.train()
+    optimizer = torch.optim.AdamW(module.cell.parameters(), lr=1e-4)
+    batch = training_batch(case, torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = module.compute_loss(batch, torch.Generator().manual_seed(1))
+        loss.backward()
+        optimizer.step()
+
+    use_tape = rnn_mlp.use_tape
+    times: dict[str, list[float]] = {"plain": [], "taped": []}
+    try:
+        for _ in range(rounds):
+            for mode in times:
+                rnn_mlp.use_tape = use_tape if mode == "taped" else (lambda *_: False)
+                step()
+                for _ in range(steps):
+                    t0 = time.perf_counter()
+                    step()
+                    times[mode].append(time.perf_counter() - t0)
+    finally:
+        rnn_mlp.use_tape = use_tape
+    return {f"{mode}_s_per_step": statistics.median(t) for mode, t in times.items()}
 
 
 class CallCounter:
@@ -421,6 +458,11 @@ def markdown(results: dict[str, Any]) -> str:
         for name, m in mcg.items():
             times = " | ".join(f"{m[f'N{n}_s']:.2f}" for n in MCG_SAMPLES)
             lines.append(f"| {name} | {m['plan_tokens']} | {times} | {m['N8_over_N1']:.2f} |")
+    tape = {k: r["tape_ab"] for k, r in results["models"].items() if "tape_ab" in r}
+    if tape:
+        lines += ["", "| model | training s/step, weight tape off | on |", "|---|---|---|"]
+        for name, t in tape.items():
+            lines.append(f"| {name} | {t['plain_s_per_step']:.3f} | {t['taped_s_per_step']:.3f} |")
     if results.get("memory"):
         lines += [
             "",
@@ -445,8 +487,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--parts",
         nargs="+",
         choices=PARTS,
-        default=list(PARTS),
-        help="what to measure for each model (default: all); memory is separate (--no-memory)",
+        default=["training", "sampling", "mcg"],
+        help="what to measure for each model (default: training sampling mcg); tape_ab: training with the weight "
+        "tape off and on, interleaved; memory is separate (--no-memory)",
     )
     parser.add_argument("--memory-probe", nargs=2, metavar=("TOKENS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -465,6 +508,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["sampling"] = bench_sampling(case, args.repeats)
         if case.mcg and "mcg" in args.parts:
             entry["mcg"] = bench_mcg(case, args.repeats)
+        if "tape_ab" in args.parts and (ab := bench_tape_ab(case)):
+            entry["tape_ab"] = ab
         results["models"][case.name] = entry
     if not args.no_memory and args.set in ("cpu", "all"):
         print("[benchmark] memory", flush=True)

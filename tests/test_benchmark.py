@@ -37,6 +37,9 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     assert set(gemm) == {"batch_32", "batch_256"} and min(gemm.values()) > 0
     table = benchmark.markdown(results)
     assert "| tiny |" in table and "N=8 / N=1" in table and "| stream | 4 |" in table
+    ab = benchmark.bench_tape_ab(tiny, rounds=1, steps=1)
+    assert set(ab) == {"plain_s_per_step", "taped_s_per_step"} and min(ab.values()) > 0
+    assert "weight tape off" in benchmark.markdown({"machine": {}, "models": {"tiny": {"tape_ab": ab}}})
     # --parts: a model measured for training only, and one for MCG only (no row in the main table)
     partial = {"machine": {}, "models": {"t_only": {"training": training}, "m_only": {"mcg": mcg}}}
     table = benchmark.markdown(partial)
