@@ -165,6 +165,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
                 save_top_k=1,
                 save_last=False,
                 save_on_train_epoch_end=False,
+                enable_version_counter=False,  # see below
             )
         )
     early = cfg.get("early_stopping")
@@ -187,6 +188,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
             save_last=True,
             save_top_k=ckpt_cfg.save_top_k,
             save_on_train_epoch_end=False,
+            # overwrite last.ckpt / best.ckpt: with the version counter, a run resumed in a copied or moved
+            # directory would write last-v1.ckpt and leave a stale last.ckpt for the next resume= or load=
+            enable_version_counter=False,
         ),
         MetricsJson(run_dir),
         CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"),

@@ -237,3 +237,16 @@ def test_resumed_run_logs_into_its_run_directory_and_keeps_the_csv_rows(tmp_path
         with open(run_dir / "csv" / f"resume_{k}" / "metrics.csv", newline="") as f:
             assert max(int(row["step"]) for row in csv.DictReader(f)) == last_step
     assert not (tmp_path / "hydra_dir" / "csv").exists()
+
+
+def test_resume_in_a_copied_run_directory_updates_last_ckpt(tmp_path: Path) -> None:
+    import shutil
+
+    train = [*TINY, "tasks=[training]", "checkpoint.every_n_train_steps=2"]
+    run(make_cfg(tmp_path / "orig", [*train, "trainer.max_steps=2"]))
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")  # e.g. a run directory moved off a cluster
+    run(make_cfg(tmp_path / "new", [*train, "trainer.max_steps=4", f"resume={tmp_path / 'copy'}"]))
+    ckpts = tmp_path / "copy" / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert not [p.name for p in ckpts.iterdir() if "-v" in p.name]  # no last-v1.ckpt beside a stale last.ckpt
+    assert torch.load(tmp_path / "orig" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
