@@ -99,10 +99,9 @@ def build_logger(cfg: DictConfig, run_dir: Path, resumed: bool = False) -> Any:
         kwargs["save_dir"] = str(run_dir)
     if resumed and target.endswith("CSVLogger"):
         base = Path(kwargs.get("save_dir", str(logger_cfg.get("save_dir", run_dir)))) / str(logger_cfg.get("name", ""))
-        k = 1
-        while (base / f"resume_{k}").exists():
-            k += 1
-        kwargs["version"] = f"resume_{k}" if (base / "metrics.csv").exists() or k > 1 else logger_cfg.get("version")
+        if (base / "metrics.csv").exists():
+            k = 1 + sum(1 for _ in base.glob("resume_*"))
+            kwargs["version"] = f"resume_{k}"
     if target.endswith("WandbLogger"):
         id_file = run_dir / "wandb_run_id.txt"
         if id_file.exists():  # resumed run: continue the same W&B run

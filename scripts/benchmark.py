@@ -156,12 +156,12 @@ def _median_time(fn, repeats: int) -> tuple[float, Any]:
 
 
 # -- measurements --------------------------------------------------------------------------------------------
-def bench_training(case: Case, repeats: int) -> dict[str, float]:
+def _training_step(case: Case):
+    """The model and one optimiser step on a fixed batch: forward, backward, gradient clipping, AdamW."""
     module, _ = build(case)
     module.train()
     optimizer = torch.optim.AdamW(module.cell.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-    batch = training_batch(case, gen)
+    batch = training_batch(case, torch.Generator().manual_seed(0))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -170,6 +170,11 @@ def bench_training(case: Case, repeats: int) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(module.cell.parameters(), 1.0)
         optimizer.step()
 
+    return module, step
+
+
+def bench_training(case: Case, repeats: int) -> dict[str, float]:
+    module, step = _training_step(case)
     seconds, _ = _median_time(step, max(repeats, 5))  # steps are short: always a median of at least 5
     tokens = case.batch * case.frames // module.frame_stack
     params = sum(p.numel() for p in module.cell.parameters())
@@ -184,19 +189,9 @@ def bench_tape_ab(case: Case, rounds: int = 4, steps: int = 3) -> dict[str, floa
     """
     from algorithms.diffusion_forcing.backbones import rnn_mlp
 
-    module, _ = build(case)
+    module, step = _training_step(case)
     if not isinstance(module.cell.backbone, rnn_mlp.RecurrentMLP):
         return {}
-    module.train()
-    optimizer = torch.optim.AdamW(module.cell.parameters(), lr=1e-4)
-    batch = training_batch(case, torch.Generator().manual_seed(0))
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = module.compute_loss(batch, torch.Generator().manual_seed(1))
-        loss.backward()
-        optimizer.step()
-
     use_tape = rnn_mlp.use_tape
     times: dict[str, list[float]] = {"plain": [], "taped": []}
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,26 @@ from torch import Tensor, nn
 
 from .base import InitialState, LevelEmbedding, RecurrentBackbone
 from .weight_tape import WeightGradTape, use_tape
+
+Linear = Callable[[nn.Linear, Tensor], Tensor]
+
+
+def _call(layer: nn.Linear, x: Tensor) -> Tensor:
+    return layer(x)
+
+
+def _taped(tape: WeightGradTape) -> Linear:
+    return lambda layer, x: tape.linear(layer.weight, layer.bias, x)
+
+
+def _gru_cell(tape: WeightGradTape, gru: nn.GRUCell, x: Tensor, h: Tensor) -> Tensor:
+    """``torch.nn.GRUCell``'s equations (gates ordered reset, update, new) with both products through ``tape``."""
+    gi_r, gi_u, gi_n = tape.linear(gru.weight_ih, gru.bias_ih, x).chunk(3, dim=-1)
+    gh_r, gh_u, gh_n = tape.linear(gru.weight_hh, gru.bias_hh, h).chunk(3, dim=-1)
+    reset = torch.sigmoid(gi_r + gh_r)
+    update = torch.sigmoid(gi_u + gh_u)
+    new = torch.tanh(gi_n + reset * gh_n)
+    return new + update * (h - new)
 
 
 class ResidualBlock(nn.Module):
@@ -21,8 +41,12 @@ class ResidualBlock(nn.Module):
         self.body = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         self.act = nn.GELU()
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.act(self.shortcut(h) + self.body(h))
+    def forward(self, h: Tensor, linear: Linear | None = None) -> Tensor:
+        """``linear(layer, x)`` applies each Linear (default: the layer itself; a weight tape in training)."""
+        lin = linear or _call
+        first, _, second = self.body
+        shortcut = h if isinstance(self.shortcut, nn.Identity) else lin(self.shortcut, h)
+        return self.act(shortcut + lin(second, F.gelu(lin(first, h))))
 
 
 class RecurrentMLP(RecurrentBackbone):
@@ -100,41 +124,23 @@ class RecurrentMLP(RecurrentBackbone):
     def _step(self, z_prev: Tensor, rest: Tensor, tape: WeightGradTape | None = None) -> Tensor:
         """The recurrent part: residual MLP and GRU stack; returns z_t.
 
-        With a ``tape`` (training), every layer goes through it so that its weight gradient is computed once for
+        With a ``tape`` (training), the layers go through it so that their weight gradients are computed once for
         the whole sequence (``weight_tape.py``); the values are the same as without.
         """
-        if tape is None:
-            shortcut, body = (self.in_z(z_prev) + rest).chunk(2, dim=-1)
-            h = F.gelu(shortcut + self.in_body(F.gelu(body)))
-            h = self.res_blocks(h)
-            states = []
-            for gru, z_slice in zip(self.grus, z_prev.split(self.slice_dim, dim=-1)):
-                h = gru(h, z_slice)
-                states.append(h)
-            return self.post(torch.cat(states, dim=-1))
-
-        def lin(layer: nn.Linear, x: Tensor) -> Tensor:
-            return tape.linear(layer.weight, layer.bias, x)
-
+        lin = _call if tape is None else _taped(tape)
         shortcut, body = (lin(self.in_z, z_prev) + rest).chunk(2, dim=-1)
         h = F.gelu(shortcut + lin(self.in_body, F.gelu(body)))
         for block in self.res_blocks:
-            h = F.gelu(h + lin(block.body[2], F.gelu(lin(block.body[0], h))))
+            h = block(h, lin)
         states = []
         for gru, z_slice in zip(self.grus, z_prev.split(self.slice_dim, dim=-1)):
-            if not (tape.wants(gru.weight_ih) or tape.wants(gru.weight_hh)):
-                h = gru(h, z_slice)  # the fused cell when neither weight is taped
-                states.append(h)
-                continue
-            # torch.nn.GRUCell's equations, gates ordered (reset, update, new)
-            gi_r, gi_u, gi_n = tape.linear(gru.weight_ih, gru.bias_ih, h).chunk(3, dim=-1)
-            gh_r, gh_u, gh_n = tape.linear(gru.weight_hh, gru.bias_hh, z_slice).chunk(3, dim=-1)
-            reset = torch.sigmoid(gi_r + gh_r)
-            update = torch.sigmoid(gi_u + gh_u)
-            new = torch.tanh(gi_n + reset * gh_n)
-            h = new + update * (z_slice - new)
+            if tape is not None and (tape.wants(gru.weight_ih) or tape.wants(gru.weight_hh)):
+                h = _gru_cell(tape, gru, h, z_slice)
+            else:
+                h = gru(h, z_slice)  # the fused cell
             states.append(h)
-        return lin(self.post[2], F.gelu(lin(self.post[0], torch.cat(states, dim=-1))))
+        first, _, second = self.post
+        return lin(second, F.gelu(lin(first, torch.cat(states, dim=-1))))
 
     def forward(
         self, z_prev: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
