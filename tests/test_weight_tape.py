@@ -104,3 +104,29 @@ def test_tape_stays_out_of_eval_no_grad_and_autocast(tape_everything: None) -> N
         _, out = net.forward_sequence(z, x, levels, cond)
     out.float().sum().backward()
     assert net.in_z.weight.grad is not None
+
+
+def test_scratch_buffers_are_reused_across_steps_and_batch_sizes(tape_everything: None) -> None:
+    """Successive training steps gather into the same two buffers (no fresh (T·B, D) tensors per layer and step);
+    a smaller batch reuses them, gradients stay those of plain autograd, and a copy of the network starts empty."""
+    import copy
+
+    net = _net(1)
+    _grads(net, training=True)
+    flat = [buf.data_ptr() for buf in net._tape_scratch._flat]
+    assert all(buf is not None for buf in net._tape_scratch._flat)
+    out_tape, grads_tape, _ = _grads(net, training=True)
+    assert [buf.data_ptr() for buf in net._tape_scratch._flat] == flat
+    _, grads_ref, _ = _grads(net, training=False)
+    for name in grads_ref:
+        torch.testing.assert_close(grads_tape[name], grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+
+    scratch = net._tape_scratch
+    parts = [torch.randn(3, 4), torch.randn(2, 4)]
+    with torch.no_grad():  # as in a backward pass
+        small = scratch.gather(0, parts)
+        torch.testing.assert_close(small, torch.cat(parts))
+        assert small.data_ptr() == flat[0]  # fits in the existing buffer
+        big = scratch.gather(0, [torch.randn(10_000, 4)])
+    assert big.shape == (10_000, 4) and scratch._flat[0].numel() >= 40_000  # grown
+    assert copy.deepcopy(net)._tape_scratch._flat == [None, None]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import InitialState, LevelEmbedding, RecurrentBackbone
-from .weight_tape import WeightGradTape, use_tape
+from .weight_tape import Scratch, WeightGradTape, use_tape
 
 Linear = Callable[[nn.Linear, Tensor], Tensor]
 
@@ -111,6 +111,7 @@ class RecurrentMLP(RecurrentBackbone):
         )
         self.post = nn.Sequential(nn.Linear(z_dim, z_dim), nn.GELU(), nn.Linear(z_dim, z_dim))
         self.head = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, token_dim))
+        self._tape_scratch = Scratch()  # reused by the weight tapes of all training steps
 
     def _rest(self, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None) -> Tensor:
         """W_r·[x̃, emb(k), c] + b for any leading shape."""
@@ -150,7 +151,7 @@ class RecurrentMLP(RecurrentBackbone):
 
     def _tape(self) -> WeightGradTape | None:
         """A weight-gradient tape for one training sequence, or None when no layer is large enough to gain."""
-        tape = WeightGradTape()
+        tape = WeightGradTape(scratch=self._tape_scratch)
         recurrent = [self.in_z, self.in_body, *(b.body[i] for b in self.res_blocks for i in (0, 2)), *self.post[::2]]
         weights = [m.weight for m in recurrent] + [w for g in self.grus for w in (g.weight_ih, g.weight_hh)]
         return tape if any(tape.wants(w) for w in weights) else None
