@@ -8,8 +8,9 @@ For every model of the chosen set (built from the project's own configs) it meas
   also an *official-style* reference on the same network (every token recomputed in every row, no prefix cache)
   with the largest difference between the two plans (equal samples = equal quality);
 * Monte Carlo Guidance: a guided pyramid plan with N = 1, 2, 4, 8 sampled futures (vector models);
-* memory: growth of the resident memory (sampled after every chunk) during autoregressive rollouts of growing
-  length, each in a fresh process, streamed chunk by chunk versus collected.
+* memory: growth of the resident memory (sampled after every chunk) during autoregressive rollouts of 16, 64 and
+  256 tokens (batch 4, S = 5), each in a fresh process, streamed chunk by chunk versus collected, for every
+  model of the set that samples (forecasts: collected only, as they return their samples).
 
 Results go to ``<out>/<set>.json`` and ``<out>/<set>.md``. Timings are medians over ``--repeats`` runs after one
 warm-up; the machine is recorded in the JSON. Use the same thread count for runs you compare.
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configurations")
 SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
 MCG_SAMPLES = (1, 2, 4, 8)
-PARTS = ("training", "sampling", "mcg", "training_ab")
+PARTS = ("training", "sampling", "mcg", "memory", "training_ab")
 
 # Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
 # issue that asked for this benchmark; not measured by this script.
@@ -357,34 +358,73 @@ def bench_mcg(case: Case, repeats: int) -> dict[str, Any]:
 
 
 # -- memory (each probe in a fresh process) ------------------------------------------------------------------------
-MEMORY_MODEL = [
-    "experiment=compositional", "algorithm=df_image", "algorithm.frame_stack=1", "algorithm.backbone.network_size=16",
-    "algorithm.backbone.dim_mults=[1,2]", "algorithm.backbone.attention=false", "algorithm.sampler.chunk_size=1",
-    "algorithm.sampler.sampling_steps=5", "algorithm.backbone.initial_state=learned",
-]  # fmt: skip
 MEMORY_LENGTHS = (16, 64, 256)
 
 
-def memory_probe(tokens: int, mode: str) -> dict[str, float]:
-    case = Case("memory", MEMORY_MODEL, {"frame_shape": [3, 32, 32], "cond_dim": 0, "obs_dim": 0}, frames=1)
-    module, _ = build(case)
-    module.normalizer.set_stats([0.0] * 3, [1.0] * 3)
+PROBE_BATCH = 4
+
+
+def memory_models(which: str) -> list[str]:
+    """Models whose rollout memory is measured: every model of the set that samples."""
+    return [case.name for case in cases(which) if case.sampling]
+
+
+def memory_modes(model: str) -> tuple[str, ...]:
+    """A forecast returns all its samples (collect only); other rollouts are also measured streamed."""
+    return ("collect",) if "lags" in _case(model).model_kwargs else ("stream", "collect")
+
+
+def _case(model: str) -> Case:
+    for case in cases("all"):
+        if case.name == model:
+            return case
+    raise ValueError(f"unknown model {model!r} for the memory probe; known: {memory_models('all')}")
+
+
+def memory_probe(model: str, tokens: int, mode: str) -> dict[str, Any]:
+    """Peak growth of the resident memory during one rollout of ``tokens`` tokens (batch 4, S = 5, one token per
+    chunk), sampled after every generated chunk. ``stream`` consumes each chunk; ``collect`` keeps all of them
+    (what ``Sampler.rollout`` and a forecast return). Forecasting models roll out with lags from their own samples
+    after a context of ``context_length`` steps."""
+    case = _case(model)
+    module, _ = build(case, ["algorithm.sampler.chunk_size=1", "algorithm.sampler.sampling_steps=5"])
     module.eval()
-    cell, b = module.sampling_cell, 4
-    z = cell.init_state(b, None)
-    gen = torch.Generator().manual_seed(0)
+    sampler, b, gen = module.sampler, PROBE_BATCH, torch.Generator().manual_seed(0)
     kept, total = [], 0.0
     start = peak = _rss_mb()
+    denoise_chunk = sampler.denoise_chunk
+
+    def sampled(*args: Any, **kwargs: Any):  # every generated chunk passes here, whichever loop drives it
+        nonlocal peak
+        out = denoise_chunk(*args, **kwargs)
+        peak = max(peak, _rss_mb())
+        return out
+
+    sampler.denoise_chunk = sampled  # instance attribute: this probe's sampler only
     t0 = time.perf_counter()
     with torch.no_grad():
-        for chunk in module.sampler.iter_rollout(cell, z, tokens, generator=gen):
-            if mode == "collect":  # keep every generated token (what Sampler.rollout returns)
-                kept.append(chunk)
-            else:  # consume chunk by chunk (e.g. write to disk, update running metrics)
-                total += float(chunk.mean())
-            peak = max(peak, _rss_mb())
+        if "lags" in case.model_kwargs:
+            if mode != "collect":
+                raise ValueError("a forecast returns all its samples: only mode 'collect' applies")
+            kw = case.model_kwargs
+            history = torch.randn(1, kw["context_length"] + max(kw["lags"]), kw["frame_shape"][0], generator=gen)
+            time_feat = torch.rand(1, kw["context_length"] + tokens, 4, generator=gen) - 0.5
+            kept = [  # the forecast keeps its steps
+                module.forecast(
+                    history, time_feat, tokens, num_samples=b, context_length=kw["context_length"], generator=gen
+                )
+            ]
+        else:
+            cell = module.sampling_cell
+            obs = torch.zeros(b, case.model_kwargs["obs_dim"]) if case.model_kwargs.get("obs_dim") else None
+            for chunk in sampler.iter_rollout(cell, cell.init_state(b, obs), tokens, generator=gen):
+                if mode == "collect":  # keep every generated token (what Sampler.rollout returns)
+                    kept.append(chunk)
+                else:  # consume chunk by chunk (e.g. write to disk, update running metrics)
+                    total += float(chunk.mean())
     seconds = time.perf_counter() - t0
-    return {"tokens": tokens, "mode": mode, "peak_rss_growth_MB": peak - start, "seconds": seconds}
+    growth = peak - start
+    return {"model": model, "tokens": tokens, "mode": mode, "peak_rss_growth_MB": growth, "seconds": seconds}
 
 
 def _rss_mb() -> float:
@@ -393,15 +433,16 @@ def _rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def bench_memory() -> list[dict[str, float]]:
+def bench_memory(models: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for mode in ("stream", "collect"):
-        for tokens in MEMORY_LENGTHS:
-            cmd = [sys.executable, "-m", "scripts.benchmark", "--memory-probe", str(tokens), mode]
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-            if proc.returncode != 0:
-                raise RuntimeError(f"memory probe failed: {proc.stderr[-2000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for model in models:
+        for mode in memory_modes(model):
+            for tokens in MEMORY_LENGTHS:
+                cmd = [sys.executable, "-m", "scripts.benchmark", "--memory-probe", model, str(tokens), mode]
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"memory probe {model} {tokens} {mode} failed: {proc.stderr[-2000:]}")
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return rows
 
 
@@ -493,12 +534,13 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("memory"):
         lines += [
             "",
-            "| rollout (image tokens 3×32×32, batch 4) | tokens | peak RSS growth (MB) | s |",
-            "|---|---|---|---|",
+            "| rollout of one token per chunk (batch 4, S = 5) | mode | tokens | peak RSS growth (MB) | s |",
+            "|---|---|---|---|---|",
         ]
         for row in results["memory"]:
             lines.append(
-                f"| {row['mode']} | {row['tokens']} | {row['peak_rss_growth_MB']:.1f} | {row['seconds']:.1f} |"
+                f"| {row['model']} | {row['mode']} | {row['tokens']} | {row['peak_rss_growth_MB']:.1f} | "
+                f"{row['seconds']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -509,20 +551,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, help="model names to run (default: all of the set)")
-    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
     parser.add_argument(
         "--parts",
         nargs="+",
         choices=PARTS,
-        default=["training", "sampling", "mcg"],
-        help="what to measure for each model (default: training sampling mcg); training_ab: training steps of "
-        "the official-style per-token loop and of ours with the weight tape off and on, interleaved in one process; "
-        "memory is separate (--no-memory)",
+        default=["training", "sampling", "mcg", "memory"],
+        help="what to measure (default: training sampling mcg memory); training_ab: training steps of the "
+        "official-style per-token loop and of ours with the weight tape off and on, interleaved in one process",
     )
-    parser.add_argument("--memory-probe", nargs=2, metavar=("TOKENS", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "TOKENS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe:
-        print(json.dumps(memory_probe(int(args.memory_probe[0]), args.memory_probe[1])))
+        model, tokens, mode = args.memory_probe
+        print(json.dumps(memory_probe(model, int(tokens), mode)))
         return {}
 
     results: dict[str, Any] = {"set": args.set, "machine": machine(), "models": {}, "official_reference": OFFICIAL}
@@ -539,9 +581,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "training_ab" in args.parts and (ab := bench_training_ab(case)):
             entry["training_ab"] = ab
         results["models"][case.name] = entry
-    if not args.no_memory and args.set in ("cpu", "all"):
-        print("[benchmark] memory", flush=True)
-        results["memory"] = bench_memory()
+    memory = [m for m in memory_models(args.set) if not args.only or m in args.only]
+    if "memory" in args.parts and not args.no_memory and memory:
+        print(f"[benchmark] memory: {' '.join(memory)}", flush=True)
+        results["memory"] = bench_memory(memory)
     results["wall_s"] = time.perf_counter() - t_start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,12 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     results = {
         "machine": benchmark.machine(),
         "models": {"tiny": {"training": training, "sampling": benchmark.bench_sampling(tiny, 1), "mcg": mcg}},
-        "memory": [{"tokens": 4, "mode": "stream", "peak_rss_growth_MB": 0.0, "seconds": 0.1}],
+        "memory": [{"model": "tiny", "tokens": 4, "mode": "stream", "peak_rss_growth_MB": 0.0, "seconds": 0.1}],
     }
     gemm = results["machine"]["gemm_gflops"]
     assert set(gemm) == {"batch_32", "batch_256"} and min(gemm.values()) > 0
     table = benchmark.markdown(results)
-    assert "| tiny |" in table and "N=8 / N=1" in table and "| stream | 4 |" in table
+    assert "| tiny |" in table and "N=8 / N=1" in table and "| tiny | stream | 4 |" in table
     ab = benchmark.bench_training_ab(tiny, rounds=1, steps=1)
     assert set(ab) == {"official_style_s_per_step", "plain_s_per_step", "taped_s_per_step"} and min(ab.values()) > 0
     assert "weight tape off" in benchmark.markdown({"machine": {}, "models": {"tiny": {"training_ab": ab}}})
@@ -48,9 +48,31 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     assert f"| m_only | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
 
 
-def test_memory_probe_streams_a_rollout() -> None:
-    row = benchmark.memory_probe(4, "stream")
-    assert row["tokens"] == 4 and row["peak_rss_growth_MB"] >= 0
+def test_memory_probe_rolls_out_vector_video_and_forecasting_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model of both sets has a probe; one token per chunk is generated and counted for each kind."""
+    assert set(benchmark.memory_models("all")) == {c.name for c in benchmark.cases("all") if c.sampling}
+    assert benchmark.memory_modes("timeseries_cpu") == ("collect",)
+    assert benchmark.memory_modes("maze_cpu") == ("stream", "collect")
+    chunks: list[int] = []
+    from algorithms.diffusion_forcing.sampler import Sampler
+
+    denoise_chunk = Sampler.denoise_chunk
+
+    def counted(self, cell, z, h, *args, **kwargs):
+        chunks.append(h)
+        return denoise_chunk(self, cell, z, h, *args, **kwargs)
+
+    monkeypatch.setattr(Sampler, "denoise_chunk", counted)
+    for model, mode in (("maze_cpu", "stream"), ("video_cpu", "collect"), ("timeseries_cpu", "collect")):
+        chunks.clear()
+        row = benchmark.memory_probe(model, 3, mode)
+        assert (row["model"], row["tokens"], row["mode"]) == (model, 3, mode)
+        assert row["peak_rss_growth_MB"] >= 0 and row["seconds"] > 0
+        assert chunks == [1, 1, 1], model  # one token per chunk, three chunks
+    with pytest.raises(ValueError, match="only mode 'collect'"):
+        benchmark.memory_probe("timeseries_cpu", 3, "stream")
+    with pytest.raises(ValueError, match="unknown model"):
+        benchmark.memory_probe("nope", 3, "stream")
 
 
 def test_official_style_training_reference_computes_the_same_outputs(tiny: benchmark.Case) -> None:
