@@ -387,6 +387,9 @@ def memory_probe(model: str, tokens: int, mode: str) -> dict[str, Any]:
     (what ``Sampler.rollout`` and a forecast return). Forecasting models roll out with lags from their own samples
     after a context of ``context_length`` steps."""
     case = _case(model)
+    modes = memory_modes(model)
+    if mode not in modes:
+        raise ValueError(f"mode {mode!r} does not apply to {model}: only mode {' or '.join(map(repr, modes))}")
     module, _ = build(case, ["algorithm.sampler.chunk_size=1", "algorithm.sampler.sampling_steps=5"])
     module.eval()
     sampler, b, gen = module.sampler, PROBE_BATCH, torch.Generator().manual_seed(0)
@@ -404,8 +407,6 @@ def memory_probe(model: str, tokens: int, mode: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     with torch.no_grad():
         if "lags" in case.model_kwargs:
-            if mode != "collect":
-                raise ValueError("a forecast returns all its samples: only mode 'collect' applies")
             kw = case.model_kwargs
             history = torch.randn(1, kw["context_length"] + max(kw["lags"]), kw["frame_shape"][0], generator=gen)
             time_feat = torch.rand(1, kw["context_length"] + tokens, 4, generator=gen) - 0.5
@@ -423,8 +424,7 @@ def memory_probe(model: str, tokens: int, mode: str) -> dict[str, Any]:
                 else:  # consume chunk by chunk (e.g. write to disk, update running metrics)
                     total += float(chunk.mean())
     seconds = time.perf_counter() - t0
-    growth = peak - start
-    return {"model": model, "tokens": tokens, "mode": mode, "peak_rss_growth_MB": growth, "seconds": seconds}
+    return {"model": model, "tokens": tokens, "mode": mode, "peak_rss_growth_MB": peak - start, "seconds": seconds}
 
 
 def _rss_mb() -> float:
