@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
 from experiments.evaluation.maze import MazePlanningEvaluator
@@ -63,3 +64,27 @@ def test_smoke_train_and_evaluate_writes_planning_metrics(tmp_path: Path) -> Non
         assert math.isfinite(metrics[f"val/{mode}/return_mean"])
         assert f"val/{mode}/normalized_score" in metrics
     assert (tmp_path / "media" / "maze_val.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("preset", "maze", "window", "episode_steps", "params_m"),
+    [
+        ("maze2d_umaze", "umaze", 300, 300, 3.25),
+        ("maze2d_medium", "medium", 600, 600, 3.25),
+        ("maze2d_large", "large", 600, 800, 11.60),
+        ("maze2d_medium_cpu", "medium", 600, 600, None),
+    ],
+)
+def test_maze_presets_follow_the_protocol(
+    tmp_path: Path, preset: str, maze: str, window: int, episode_steps: int, params_m: float | None
+) -> None:
+    # protocols.md §2: official windows 300 / 600 / 600 frames, D4RL horizons 300 / 600 / 800, network_size 16 for
+    # umaze and medium (3.21 M + 33.7 k encoder) and 32 for large (11.58 M + 33.7 k)
+    cfg = make_cfg(tmp_path, [f"experiment={preset}"])
+    dm = instantiate(cfg.dataset)
+    evaluator = instantiate(cfg.algorithm.evaluator)
+    assert (dm.maze, dm.episode_len, dm.episode_len // cfg.algorithm.frame_stack) == (maze, window, window // 10)
+    assert (evaluator.maze, evaluator.episode_steps) == (maze, episode_steps)
+    if params_m is not None:
+        backbone = instantiate(cfg.algorithm.backbone)(token_shape=(60,), obs_dim=4)
+        assert sum(p.numel() for p in backbone.parameters()) / 1e6 == pytest.approx(params_m, abs=0.01)
