@@ -112,6 +112,27 @@ def test_expert_return_is_in_the_d4rl_range() -> None:
     assert env.layout.normalized_score(np.mean(returns)) > 100
 
 
+# the statistics of the original D4RL files (protocols.md §2): obs mean (x, y), obs std (x, y, vx, vy), action std
+D4RL_STATS = {
+    "umaze": ((1.9328, 2.3745), (0.8997, 0.7093, 2.2129, 2.4682), (0.7043, 0.7506)),
+    "medium": ((3.5093, 3.4766), (1.3371, 1.5210, 2.3408, 2.3694), (0.7398, 0.7459)),
+    "large": ((3.7296, 5.3047), (1.8070, 2.5688, 2.4368, 2.6494), (0.7249, 0.7395)),
+}
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium", "large"])
+def test_generated_stream_matches_the_d4rl_statistics(maze: str) -> None:
+    """30 k generated steps against the released datasets' statistics: a shifted layout, a wrong velocity scale or
+    controller gain would move them by far more than the random walk's own spread over that length."""
+    pos_mean, obs_std, act_std = D4RL_STATS[maze]
+    stream = generate_stream(maze, 30_000, seed=0)
+    obs, actions = stream["observations"], stream["actions"]
+    np.testing.assert_allclose(obs[:, :2].mean(axis=0), pos_mean, atol=0.25)
+    np.testing.assert_allclose(obs.std(axis=0), obs_std, rtol=0.12)
+    np.testing.assert_allclose(actions.std(axis=0), act_std, rtol=0.05)
+    assert np.abs(obs[:, 2:].mean(axis=0)).max() < 0.05 and np.abs(actions.mean(axis=0)).max() < 0.03
+
+
 def test_generation_stream_follows_the_d4rl_loop(tmp_path) -> None:
     stream = generate_stream("umaze", 4000, seed=0)
     assert stream["observations"].shape == (4000, 4) and stream["actions"].shape == (4000, 2)
