@@ -83,7 +83,7 @@ def test_maze_presets_follow_the_protocol(
     cfg = make_cfg(tmp_path, [f"experiment={preset}"])
     dm = instantiate(cfg.dataset)
     evaluator = instantiate(cfg.algorithm.evaluator)
-    assert (dm.maze, dm.episode_len, dm.episode_len // cfg.algorithm.frame_stack) == (maze, window, window // 10)
+    assert (dm.maze, dm.episode_len, cfg.algorithm.frame_stack) == (maze, window, 10)
     assert (evaluator.maze, evaluator.episode_steps) == (maze, episode_steps)
     if params_m is not None:
         backbone = instantiate(cfg.algorithm.backbone)(token_shape=(60,), obs_dim=4)
