@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configurations")
 SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
 MCG_SAMPLES = (1, 2, 4, 8)
-PARTS = ("training", "sampling", "mcg", "memory", "training_ab")
+PARTS = ("training", "sampling", "mcg", "mcg_branch", "memory", "training_ab")
 
 # Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
 # issue that asked for this benchmark; not measured by this script.
@@ -336,7 +336,8 @@ def bench_sampling(case: Case, repeats: int) -> dict[str, Any]:
     return out
 
 
-def bench_mcg(case: Case, repeats: int) -> dict[str, Any]:
+def bench_mcg(case: Case, repeats: int, mode: str = "futures") -> dict[str, Any]:
+    """Guided pyramid plans with N = 1, 2, 4, 8 Monte Carlo samples drawn in ``mode`` (``Guidance.mc_mode``)."""
     from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
     from algorithms.diffusion_forcing.sampler import Sampler
 
@@ -345,9 +346,9 @@ def bench_mcg(case: Case, repeats: int) -> dict[str, Any]:
     cell, h, b = module.sampling_cell, case.mcg_tokens, 32
     z, cond = _plan_inputs(module, case, h, b)
     sampler = Sampler(sampling_steps=50, eta=0.0, scheduling_matrix="pyramid", stabilization_level=10)
-    out: dict[str, Any] = {"plan_tokens": h}
+    out: dict[str, Any] = {"plan_tokens": h, "mode": mode}
     for n in MCG_SAMPLES:
-        guidance = Guidance(GoalDistanceEnergy(torch.ones(2), dims=[0, 1]), scale=1.0, mc_samples=n)
+        guidance = Guidance(GoalDistanceEnergy(torch.ones(2), dims=[0, 1]), scale=1.0, mc_samples=n, mc_mode=mode)
         seconds, _ = _median_time(
             lambda g=guidance: sampler.denoise_chunk(cell, z, h, cond, g, torch.Generator().manual_seed(7)),
             max(1, repeats - 1),
@@ -510,13 +511,14 @@ def markdown(results: dict[str, Any]) -> str:
             ref = s["pyramid_naive_reference"]
             ref_cells = f"{ref['plan_s']:.2f} ({ref['cell_calls']}) | {ref['max_abs_diff_vs_ours']:.1e}"
         lines.append(f"| {name} | {train} | {plans} | {ref_cells} |")
-    mcg = {k: r["mcg"] for k, r in results["models"].items() if "mcg" in r}
+    mcg = [(k, r[part]) for part in ("mcg", "mcg_branch") for k, r in results["models"].items() if part in r]
     if mcg:
         heads = " | ".join(f"N={n} s" for n in MCG_SAMPLES)
-        lines += ["", f"| model (guided pyramid plan) | tokens | {heads} | N=8 / N=1 |", "|" + "---|" * 7]
-        for name, m in mcg.items():
+        lines += ["", f"| model (guided pyramid plan) | MCG mode | tokens | {heads} | N=8 / N=1 |", "|" + "---|" * 8]
+        for name, m in mcg:
             times = " | ".join(f"{m[f'N{n}_s']:.2f}" for n in MCG_SAMPLES)
-            lines.append(f"| {name} | {m['plan_tokens']} | {times} | {m['N8_over_N1']:.2f} |")
+            mode = m.get("mode", "futures")
+            lines.append(f"| {name} | {mode} | {m['plan_tokens']} | {times} | {m['N8_over_N1']:.2f} |")
     ab = {k: r["training_ab"] for k, r in results["models"].items() if "training_ab" in r}
     if ab:
         lines += [
@@ -557,8 +559,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="+",
         choices=PARTS,
         default=["training", "sampling", "mcg", "memory"],
-        help="what to measure (default: training sampling mcg memory); training_ab: training steps of the "
-        "official-style per-token loop and of ours with the weight tape off and on, interleaved in one process",
+        help="what to measure (default: training sampling mcg memory); mcg_branch: MCG cost against N with the "
+        "samples drawn in the official 'branch' form; training_ab: training steps of the official-style per-token "
+        "loop and of ours with the weight tape off and on, interleaved in one process",
     )
     parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "TOKENS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -578,6 +581,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["sampling"] = bench_sampling(case, args.repeats)
         if case.mcg and "mcg" in args.parts:
             entry["mcg"] = bench_mcg(case, args.repeats)
+        if case.mcg and "mcg_branch" in args.parts:
+            entry["mcg_branch"] = bench_mcg(case, args.repeats, "branch")
         if "training_ab" in args.parts and (ab := bench_training_ab(case)):
             entry["training_ab"] = ab
         results["models"][case.name] = entry

@@ -28,7 +28,9 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     training = benchmark.bench_training(tiny, repeats=1)
     assert training["train_s_per_step"] > 0 and training["params_M"] > 0
     mcg = benchmark.bench_mcg(tiny, repeats=1)
-    assert set(mcg) >= {"N1_s", "N8_s", "N8_over_N1"}
+    assert set(mcg) >= {"N1_s", "N8_s", "N8_over_N1"} and mcg["mode"] == "futures"
+    branch = benchmark.bench_mcg(tiny, repeats=1, mode="branch")
+    assert branch["mode"] == "branch" and branch["N8_s"] > 0
     results = {
         "machine": benchmark.machine(),
         "models": {"tiny": {"training": training, "sampling": benchmark.bench_sampling(tiny, 1), "mcg": mcg}},
@@ -42,10 +44,12 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     assert set(ab) == {"official_style_s_per_step", "plain_s_per_step", "taped_s_per_step"} and min(ab.values()) > 0
     assert "weight tape off" in benchmark.markdown({"machine": {}, "models": {"tiny": {"training_ab": ab}}})
     # --parts: a model measured for training only, and one for MCG only (no row in the main table)
-    partial = {"machine": {}, "models": {"t_only": {"training": training}, "m_only": {"mcg": mcg}}}
+    m_only = {"mcg": mcg, "mcg_branch": branch}
+    partial = {"machine": {}, "models": {"t_only": {"training": training}, "m_only": m_only}}
     table = benchmark.markdown(partial)
     assert "| t_only | " in table and "| — | — | — | — | — |" in table
-    assert f"| m_only | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
+    assert f"| m_only | futures | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
+    assert f"| m_only | branch | {branch['plan_tokens']} |" in table
 
 
 def test_memory_probe_rolls_out_vector_video_and_forecasting_models(monkeypatch: pytest.MonkeyPatch) -> None:

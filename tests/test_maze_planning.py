@@ -41,8 +41,10 @@ def test_goal_guidance_moves_the_plan_towards_the_goal(tmp_path: Path) -> None:
     free = mean_distance(None)
     guided = mean_distance(Guidance(energy, scale=5.0))
     mcg = mean_distance(Guidance(energy, scale=5.0, mc_samples=3))
+    branch = mean_distance(Guidance(energy, scale=5.0, mc_samples=3, mc_mode="branch"))
     assert guided < free - 0.3, (free, guided)
     assert mcg < free - 0.3, (free, mcg)
+    assert branch < free - 0.3, (free, branch)
 
 
 def test_planning_metrics_follow_the_protocol() -> None:
@@ -55,6 +57,8 @@ def test_planning_metrics_follow_the_protocol() -> None:
     assert m["normalized_score"] == pytest.approx(100 * (125 - 23.85) / (161.86 - 23.85))
     with pytest.raises(ValueError, match="modes"):
         MazePlanningEvaluator("umaze", modes=["greedy"])
+    with pytest.raises(ValueError, match="mc_mode"):
+        MazePlanningEvaluator("umaze", mc_mode="shared")
 
 
 def test_smoke_train_and_evaluate_writes_planning_metrics(tmp_path: Path) -> None:

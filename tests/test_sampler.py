@@ -11,7 +11,7 @@ import torch
 from algorithms.diffusion_forcing.denoiser import DenoisingCell
 from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
 from algorithms.diffusion_forcing.noise_schedule import NoiseSchedule, sampling_grid
-from algorithms.diffusion_forcing.sampler import Sampler, ddim_step, ddpm_step
+from algorithms.diffusion_forcing.sampler import Sampler, _Row, ddim_step, ddpm_step
 from tests.helpers import AnalyticBackbone, CountingCell, OracleBackbone, make_cell
 
 MATRICES = [("full_sequence", 1.0), ("pyramid", 1.0), ("pyramid", 2.5), ("autoregressive", 1.0), ("trapezoid", 1.0)]
@@ -150,15 +150,66 @@ def test_mcg_is_the_mean_of_per_future_gradients_in_one_batched_pass() -> None:
     torch.testing.assert_close(grad, torch.stack(per_copy).mean(0), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("mc_samples", [1, 4])
-def test_guided_sampling_moves_the_plan_to_the_goal(mc_samples: int) -> None:
+def test_branch_mcg_re_predicts_each_sample_from_the_last_one_and_the_main_latents() -> None:
+    """The official MCG form: sample j re-noises sample j−1's x̂0 and re-predicts it from the main chain's z_{t−1};
+    the samples stay in the graph; clean tokens keep their value."""
+    cell = make_cell(objective="eps")
+    sampler = Sampler(sampling_steps=4, scheduling_matrix="pyramid")
+    b, h, r = 2, 5, 3
+    x = torch.randn(b, h, 3)
+    frm = torch.tensor([-1, 400, -1, 700, 900])  # token 0 is the clean prefix; token 2 is clean inside the run
+    prefix_z = cell.init_state(b).detach() + 0.1
+    row = _Row(sampler, cell, prefix_z, x, frm, 1, h, None, None, torch.zeros_like(x), torch.Generator().manual_seed(0))
+    x_run = x[:, 1:]
+    energy = lambda x0: -(x0 - 1.0).pow(2).sum((1, 2))  # noqa: E731
+    cell.calls = 0
+    grad, x0_main, _ = Guidance(energy, 1.0, mc_samples=r, mc_mode="branch").gradient(
+        x_run, row.resample, row.chain, row.branch
+    )
+    live = [t for t in range(h - 1) if frm[1 + t] != -1]
+    assert cell.calls == (h - 1) + (r - 1)  # the main chain's n token evaluations, then ONE call per extra sample
+
+    # reference: the main chain token by token, then each sample token by token from the main latents
+    xr = x_run.clone().requires_grad_(True)
+    levels = frm[1:]
+    a_l, _ = cell.schedule.coefficients(torch.full((b,), sampler.stabilization_level), x[:, 0])
+    z, z_in, x0s = prefix_z, [], []
+    for t in range(h - 1):
+        z_in.append(z)
+        clean = levels[t] == -1
+        lv = torch.full((b,), sampler.stabilization_level if clean else int(levels[t]))
+        z, x0, _ = cell(z, a_l * xr[:, t] if clean else xr[:, t], lv)
+        x0s.append(xr[:, t] if clean else x0)
+    samples = [torch.stack(x0s, 1)]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(r - 1):
+        noise = torch.randn(b, len(live), 3, generator=gen).clamp(-20, 20)
+        nxt = list(x.unbind(1)[1:])  # clean tokens keep their value
+        for k, t in enumerate(live):
+            lv = torch.full((b,), int(levels[t]))
+            nxt[t] = cell(z_in[t], cell.schedule.q_sample(samples[-1][:, t], lv, noise[:, k]), lv)[1]
+        samples.append(torch.stack(nxt, 1))
+    total = torch.stack([energy(torch.cat([x[:, :1], s_], 1)) for s_ in samples]).mean(0).sum()
+    (expected,) = torch.autograd.grad(total, xr)
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(x0_main, samples[0].detach(), rtol=1e-5, atol=1e-6)
+    assert grad[:, 0].abs().sum() > 0  # later tokens' samples pull earlier ones through the latents
+
+
+def test_unknown_mcg_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="mc_mode"):
+        Guidance(lambda x0: x0.sum((1, 2)), mc_samples=2, mc_mode="shared")
+
+
+@pytest.mark.parametrize(("mc_samples", "mc_mode"), [(1, "futures"), (4, "futures"), (4, "branch")])
+def test_guided_sampling_moves_the_plan_to_the_goal(mc_samples: int, mc_mode: str) -> None:
     schedule = NoiseSchedule("linear", 1000)
     cell = DenoisingCell(AnalyticBackbone(2), schedule, "x0")
     goal = torch.tensor([3.0, -2.0])
     sampler = Sampler(sampling_steps=10, scheduling_matrix="pyramid")
     z0 = cell.init_state(8)
     plain = sampler.rollout(cell, z0, 4, generator=torch.Generator().manual_seed(0))
-    guidance = Guidance(GoalDistanceEnergy(goal, dims=[0, 1]), scale=5.0, mc_samples=mc_samples)
+    guidance = Guidance(GoalDistanceEnergy(goal, dims=[0, 1]), scale=5.0, mc_samples=mc_samples, mc_mode=mc_mode)
     guided = sampler.rollout(cell, z0, 4, guidance=guidance, generator=torch.Generator().manual_seed(0))
     dist = lambda x: (x - goal).norm(dim=-1).mean()  # noqa: E731
     assert dist(guided) < 0.5 * dist(plain)

@@ -14,50 +14,77 @@ import torch
 from torch import Tensor
 
 Energy = Callable[[Tensor], Tensor]
+MC_MODES = ("futures", "branch")
 
 
 class Guidance:
-    """Energy, scale, and the number R of Monte Carlo futures (R = 1: single-sample guidance, "w/o MCG")."""
+    """Energy, scale, the number R of Monte Carlo samples (R = 1: single-sample guidance, "w/o MCG") and how
+    the R − 1 extra samples are drawn (``mc_mode``, see :meth:`gradient`)."""
 
-    def __init__(self, energy: Energy, scale: float = 1.0, mc_samples: int = 1) -> None:
+    def __init__(self, energy: Energy, scale: float = 1.0, mc_samples: int = 1, mc_mode: str = "futures") -> None:
         if mc_samples < 1:
             raise ValueError(f"guidance mc_samples must be >= 1, got {mc_samples}")
+        if mc_mode not in MC_MODES:
+            raise ValueError(f"unknown guidance mc_mode {mc_mode!r}; choose one of {MC_MODES}")
         self.energy = energy
         self.scale = scale
         self.mc_samples = mc_samples
+        self.mc_mode = mc_mode
 
     def gradient(
         self,
         x_in: Tensor,
         resample: Callable[[int], Tensor],
         chain: Callable[[Tensor, int], tuple[Tensor, Tensor, Tensor]],
+        branch: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Return ``(∇E, x̂0, ε̂)`` for the inputs ``x_in`` (B, n, ...) of one row.
 
-        MCG (vectorised, method.md §12): the batch is repeated R times; copy 0 uses the current inputs, copies
-        1..R−1 re-noise every not-yet-clean token with fresh noise (``resample``), written as
-        ``x_in + (resample − x_in).detach()`` so that all copies differentiate with respect to the shared inputs.
-        The energy is averaged over the R copies before autograd, so the gradient is the Monte Carlo mean over
-        sampled futures. ``chain(x, repeats)`` runs the causal chain and returns the chunk's ``x̂0`` (with the
-        clean prefix filled in), and the ``x̂0``/``ε̂`` of the run tokens.
+        ``chain(x, repeats)`` runs the causal chain and returns the chunk's ``x̂0`` (with the clean prefix filled
+        in), and the ``x̂0``/``ε̂`` of the run tokens. The energy is averaged over the R samples before autograd, so
+        the gradient is the Monte Carlo mean (method.md §12). How the R − 1 extra samples are drawn:
+
+        - ``futures`` (vectorised MCG, the default): the batch is repeated R times and every copy runs its own
+          chain, so copy i > 0 is a whole alternative future. ``resample(i)`` re-noises every not-yet-clean token
+          from its last prediction with fresh noise; the copy's inputs are ``x_in + (resample(i) − x_in).detach()``,
+          so all copies differentiate with respect to the shared inputs. One chain over R·B sequences.
+        - ``branch`` (the official implementation's form): sample j re-noises sample j − 1's ``x̂0`` of each token
+          to the token's level with fresh noise and re-predicts it from the main chain's latent z_{t−1}
+          (``branch(x̂0_run) -> (chunk x̂0, run x̂0)``, one batched cell call over all tokens). The samples do not
+          feed the latent chain and stay in the graph, so their gradient reaches ``x_in`` through their
+          predecessors and the main latents. The official code's first extra sample repeats the main input (the
+          same prediction when η = 0); here every extra sample is a new one.
         """
         r = self.mc_samples
         with torch.enable_grad():
             x_in = x_in.detach().requires_grad_(True)
+            if r > 1 and self.mc_mode == "branch":
+                if branch is None:
+                    raise ValueError("mc_mode='branch' needs a branch function from the sampler")
+                x0_chunk, x0_run, eps_run = chain(x_in, 1)
+                chunks, x0_sample = [x0_chunk], x0_run
+                for _ in range(1, r):
+                    chunk, x0_sample = branch(x0_sample)
+                    chunks.append(chunk)
+                return self._ascend(x_in, torch.cat(chunks, dim=0), x0_run, eps_run)  # (R·B, H, ...), copy-major
             if r > 1:
                 copies = [x_in] + [x_in + (resample(i) - x_in).detach() for i in range(1, r)]
                 x_all = torch.cat(copies, dim=0)  # (R·B, n, ...), copy-major
             else:
                 x_all = x_in
             x0_chunk, x0_run, eps_run = chain(x_all, r)
-            values = self.energy(x0_chunk)
-            if values.shape != (x0_chunk.shape[0],):
-                raise ValueError(
-                    f"a guidance energy must return one value per sample, shape ({x0_chunk.shape[0]},), "
-                    f"got {tuple(values.shape)}"
-                )
-            total = values.reshape(r, -1).mean(dim=0).sum()
-            (grad,) = torch.autograd.grad(total, x_in)
+            return self._ascend(x_in, x0_chunk, x0_run, eps_run)
+
+    def _ascend(self, x_in: Tensor, x0_chunk: Tensor, x0_run: Tensor, eps_run: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """∇ of the energy averaged over the R samples of ``x0_chunk`` (R·B, H, ...), with the main x̂0/ε̂."""
+        values = self.energy(x0_chunk)
+        if values.shape != (x0_chunk.shape[0],):
+            raise ValueError(
+                f"a guidance energy must return one value per sample, shape ({x0_chunk.shape[0]},), "
+                f"got {tuple(values.shape)}"
+            )
+        total = values.reshape(self.mc_samples, -1).mean(dim=0).sum()
+        (grad,) = torch.autograd.grad(total, x_in)
         b = x_in.shape[0]
         return grad, x0_run[:b].detach(), eps_run[:b].detach()
 

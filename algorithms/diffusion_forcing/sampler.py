@@ -94,6 +94,7 @@ class _Row:
     stab_noise: Tensor | None
     prev_x0: Tensor  # (B, H, ...) last prediction per token
     generator: torch.Generator | None
+    latents: tuple[Tensor, Tensor] | None = None  # set by ``chain``: its start latent and its latents (R·B, n, ...)
 
     def chain(self, x_run: Tensor, repeats: int) -> tuple[Tensor, Tensor, Tensor]:
         """Cell over ``x_run`` (R·B, n, ...) from the prefix latent → (chunk x̂0 with prefix/suffix, x̂0, ε̂).
@@ -113,13 +114,41 @@ class _Row:
             noise = None if self.stab_noise is None else _repeat(self.stab_noise[:, self.start : self.stop], repeats)
             x_in = torch.where(mask, self.sampler.present_clean_seq(self.cell, x_run, levels, noise), x_run)
         cond = _repeat(None if self.cond is None else self.cond[:, self.start : self.stop], repeats)
-        _, x0_run, eps_run = self.cell.forward_sequence(z, x_in, levels, cond)
+        latents, x0_run, eps_run = self.cell.forward_sequence(z, x_in, levels, cond)
+        self.latents = (z, latents)
         if bool(clean.any()):
             x0_run = torch.where(mask, x_run, x0_run)
             eps_run = torch.where(mask, torch.zeros_like(eps_run), eps_run)
+        return self._chunk(x0_run, repeats), x0_run, eps_run
+
+    def _chunk(self, x0_run: Tensor, repeats: int) -> Tensor:
+        """The chunk's x̂0: clean prefix, the run's predictions, the (untouched) suffix, for R·B sequences."""
         prefix = _repeat(self.x[:, : self.start], repeats)
         suffix = _repeat(self.x[:, self.stop :], repeats)  # non-empty only without guidance
-        return torch.cat([prefix, x0_run, suffix], 1), x0_run, eps_run
+        return torch.cat([prefix, x0_run, suffix], 1)
+
+    def branch(self, x0_sample: Tensor) -> tuple[Tensor, Tensor]:
+        """The next MCG sample in ``branch`` mode from the last one's run x̂0 (B, n, ...): re-noise each not-yet-clean
+        token to its level with fresh noise and re-predict it from the latent the last single-copy :meth:`chain`
+        gave it. Returns the sample's (chunk x̂0 (B, H, ...), run x̂0 (B, n, ...)).
+
+        The sample does not feed the latent chain, so its B·n' token evaluations are one batched cell call; clean
+        run tokens keep their value, as in :meth:`chain`.
+        """
+        b = x0_sample.shape[0]
+        z, latents = self.latents
+        z_in = torch.cat([z.unsqueeze(1), latents[:, :-1]], dim=1)  # (B, n, *z): the latent fed to each run token
+        frm = self.frm[self.start : self.stop]
+        live = (frm != CLEAN_LEVEL).nonzero().flatten()  # run positions that are still noisy
+        m = len(live)
+        lv = frm[live].expand(b, m)
+        noise = self.sampler._randn(x0_sample[:, live].shape, x0_sample, self.generator)
+        x_noisy = self.cell.schedule.q_sample(x0_sample[:, live], lv, noise)  # (B, m, ...)
+        cond = None if self.cond is None else self.cond[:, self.start : self.stop][:, live].flatten(0, 1)
+        _, x0_live, _ = self.cell(z_in[:, live].flatten(0, 1), x_noisy.flatten(0, 1), lv.flatten(), cond)
+        x0_run = self.x[:, self.start : self.stop].clone()  # clean run tokens keep their value
+        x0_run[:, live] = x0_live.reshape(b, m, *x0_live.shape[1:])
+        return self._chunk(x0_run, 1), x0_run
 
     def resample(self, _: int) -> Tensor:
         """Another sample of each not-yet-clean run token at its level: sqrt(ᾱ)·x̂0_prev + sqrt(1−ᾱ)·ξ (MCG)."""
@@ -284,7 +313,7 @@ class Sampler:
                     _, x0_run, eps_run = row.chain(x_run, 1)
                 grad = None
             else:
-                grad, x0_run, eps_run = guidance.gradient(x_run, row.resample, row.chain)
+                grad, x0_run, eps_run = guidance.gradient(x_run, row.resample, row.chain, row.branch)
             prev_x0[:, prefix_len:stop] = x0_run
             # 4. move tokens whose level drops from frm to to; keep the others
             sel = changed - prefix_len  # positions inside the run

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
+from algorithms.diffusion_forcing.guidance import MC_MODES, GoalDistanceEnergy, Guidance
 from datasets.maze2d.env import VectorMaze2d
 from datasets.maze2d.layouts import EPISODE_STEPS, Layout
 from utils.distributed import broadcast, rank_world
@@ -43,6 +43,7 @@ class MazePlanningEvaluator:
         open_loop_horizon: int = 10,
         guidance_scale: float = 10.0,
         mc_samples: int = 8,
+        mc_mode: str = "futures",
         modes: Sequence[str] = MODES,
         multi_task: bool = False,
         seed: int = 0,
@@ -60,7 +61,10 @@ class MazePlanningEvaluator:
         self.episode_steps = episode_steps or EPISODE_STEPS[maze]
         self.open_loop_horizon = open_loop_horizon
         self.guidance_scale = guidance_scale
+        if mc_mode not in MC_MODES:
+            raise ValueError(f"unknown evaluator.mc_mode {mc_mode!r}; choose one of {MC_MODES}")
         self.mc_samples = mc_samples
+        self.mc_mode = mc_mode
         self.modes = list(modes)
         self.multi_task = multi_task
         self.seed = seed
@@ -71,7 +75,7 @@ class MazePlanningEvaluator:
         if mode == "no_guidance":
             return None
         energy = GoalDistanceEnergy(goals, dims=[0, 1], unnormalize=module.tokens_to_frames)
-        return Guidance(energy, self.guidance_scale, self.mc_samples if mode == "mcg" else 1)
+        return Guidance(energy, self.guidance_scale, self.mc_samples if mode == "mcg" else 1, self.mc_mode)
 
     @torch.no_grad()
     def rollout(self, module: DiffusionForcing, mode: str) -> dict[str, np.ndarray]:
