@@ -490,15 +490,15 @@ def gemm_throughput(width: int = 512, rows: tuple[int, ...] = (32, 256)) -> dict
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"Machine: {results['machine']}", ""]
     plan_heads = " | ".join(f"{s} plan s (calls)" for s in SCHEDULES)
-    lines.append(
-        f"| model | params (M) | train s/step | train tokens/s | {plan_heads} | official-style pyramid s (calls) | "
-        "max abs diff |"
-    )
-    lines.append("|" + "---|" * 9)
-    for name, r in results["models"].items():
+    main = {k: r for k, r in results["models"].items() if "training" in r or "sampling" in r}  # others: own tables
+    if main:
+        lines.append(
+            f"| model | params (M) | train s/step | train tokens/s | {plan_heads} | official-style pyramid s (calls) | "
+            "max abs diff |"
+        )
+        lines.append("|" + "---|" * 9)
+    for name, r in main.items():
         t, s = r.get("training"), r.get("sampling")
-        if t is None and s is None:
-            continue  # MCG only: in its own table
         train = (
             "— | — | —"
             if t is None
@@ -511,7 +511,7 @@ def markdown(results: dict[str, Any]) -> str:
             ref = s["pyramid_naive_reference"]
             ref_cells = f"{ref['plan_s']:.2f} ({ref['cell_calls']}) | {ref['max_abs_diff_vs_ours']:.1e}"
         lines.append(f"| {name} | {train} | {plans} | {ref_cells} |")
-    mcg = [(k, r[part]) for part in ("mcg", "mcg_branch") for k, r in results["models"].items() if part in r]
+    mcg = [(k, r[part]) for k, r in results["models"].items() for part in ("mcg", "mcg_branch") if part in r]
     if mcg:
         heads = " | ".join(f"N={n} s" for n in MCG_SAMPLES)
         lines += ["", f"| model (guided pyramid plan) | MCG mode | tokens | {heads} | N=8 / N=1 |", "|" + "---|" * 8]

@@ -50,6 +50,7 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     assert "| t_only | " in table and "| — | — | — | — | — |" in table
     assert f"| m_only | futures | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
     assert f"| m_only | branch | {branch['plan_tokens']} |" in table
+    assert "train s/step" not in benchmark.markdown({"machine": {}, "models": {"m_only": m_only}})  # no empty table
 
 
 def test_memory_probe_rolls_out_vector_video_and_forecasting_models(monkeypatch: pytest.MonkeyPatch) -> None:
