@@ -17,6 +17,12 @@ Energy = Callable[[Tensor], Tensor]
 MC_MODES = ("futures", "branch")
 
 
+def check_mc_mode(mc_mode: str, key: str) -> None:
+    """Reject an unknown way of drawing MCG samples, naming the config ``key``."""
+    if mc_mode not in MC_MODES:
+        raise ValueError(f"unknown {key} {mc_mode!r}; choose one of {MC_MODES}")
+
+
 class Guidance:
     """Energy, scale, the number R of Monte Carlo samples (R = 1: single-sample guidance, "w/o MCG") and how
     the R − 1 extra samples are drawn (``mc_mode``, see :meth:`gradient`)."""
@@ -24,8 +30,7 @@ class Guidance:
     def __init__(self, energy: Energy, scale: float = 1.0, mc_samples: int = 1, mc_mode: str = "futures") -> None:
         if mc_samples < 1:
             raise ValueError(f"guidance mc_samples must be >= 1, got {mc_samples}")
-        if mc_mode not in MC_MODES:
-            raise ValueError(f"unknown guidance mc_mode {mc_mode!r}; choose one of {MC_MODES}")
+        check_mc_mode(mc_mode, "guidance mc_mode")
         self.energy = energy
         self.scale = scale
         self.mc_samples = mc_samples

@@ -95,6 +95,7 @@ class _Row:
     prev_x0: Tensor  # (B, H, ...) last prediction per token
     generator: torch.Generator | None
     latents: tuple[Tensor, Tensor] | None = None  # set by ``chain``: its start latent and its latents (R·B, n, ...)
+    _branch_inputs: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None  # built by ``branch`` once per chain
 
     def chain(self, x_run: Tensor, repeats: int) -> tuple[Tensor, Tensor, Tensor]:
         """Cell over ``x_run`` (R·B, n, ...) from the prefix latent → (chunk x̂0 with prefix/suffix, x̂0, ε̂).
@@ -115,7 +116,7 @@ class _Row:
             x_in = torch.where(mask, self.sampler.present_clean_seq(self.cell, x_run, levels, noise), x_run)
         cond = _repeat(None if self.cond is None else self.cond[:, self.start : self.stop], repeats)
         latents, x0_run, eps_run = self.cell.forward_sequence(z, x_in, levels, cond)
-        self.latents = (z, latents)
+        self.latents, self._branch_inputs = (z, latents), None
         if bool(clean.any()):
             x0_run = torch.where(mask, x_run, x0_run)
             eps_run = torch.where(mask, torch.zeros_like(eps_run), eps_run)
@@ -136,18 +137,19 @@ class _Row:
         run tokens keep their value, as in :meth:`chain`.
         """
         b = x0_sample.shape[0]
-        z, latents = self.latents
-        z_in = torch.cat([z.unsqueeze(1), latents[:, :-1]], dim=1)  # (B, n, *z): the latent fed to each run token
-        frm = self.frm[self.start : self.stop]
-        live = (frm != CLEAN_LEVEL).nonzero().flatten()  # run positions that are still noisy
-        m = len(live)
-        lv = frm[live].expand(b, m)
-        noise = self.sampler._randn(x0_sample[:, live].shape, x0_sample, self.generator)
-        x_noisy = self.cell.schedule.q_sample(x0_sample[:, live], lv, noise)  # (B, m, ...)
-        cond = None if self.cond is None else self.cond[:, self.start : self.stop][:, live].flatten(0, 1)
-        _, x0_live, _ = self.cell(z_in[:, live].flatten(0, 1), x_noisy.flatten(0, 1), lv.flatten(), cond)
+        if self._branch_inputs is None:  # the same for every sample of the row: built once
+            frm = self.frm[self.start : self.stop]
+            live = (frm != CLEAN_LEVEL).nonzero().flatten()  # run positions that are still noisy
+            z, latents = self.latents
+            z_in = torch.cat([z.unsqueeze(1), latents[:, :-1]], dim=1)  # (B, n, *z): the latent fed to each token
+            cond = None if self.cond is None else self.cond[:, self.start : self.stop][:, live].flatten(0, 1)
+            self._branch_inputs = (live, frm[live].expand(b, len(live)), z_in[:, live].flatten(0, 1), cond)
+        live, lv, z_live, cond = self._branch_inputs
+        x0_prev = x0_sample[:, live]  # (B, m, ...)
+        x_noisy = self.cell.schedule.q_sample(x0_prev, lv, self.sampler._randn(x0_prev.shape, x0_prev, self.generator))
+        _, x0_live, _ = self.cell(z_live, x_noisy.flatten(0, 1), lv.flatten(), cond)
         x0_run = self.x[:, self.start : self.stop].clone()  # clean run tokens keep their value
-        x0_run[:, live] = x0_live.reshape(b, m, *x0_live.shape[1:])
+        x0_run[:, live] = x0_live.reshape(*lv.shape, *x0_live.shape[1:])
         return self._chunk(x0_run, 1), x0_run
 
     def resample(self, _: int) -> Tensor:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from algorithms.diffusion_forcing.guidance import MC_MODES, GoalDistanceEnergy, Guidance
+from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance, check_mc_mode
 from datasets.maze2d.env import VectorMaze2d
 from datasets.maze2d.layouts import EPISODE_STEPS, Layout
 from utils.distributed import broadcast, rank_world
@@ -61,8 +61,7 @@ class MazePlanningEvaluator:
         self.episode_steps = episode_steps or EPISODE_STEPS[maze]
         self.open_loop_horizon = open_loop_horizon
         self.guidance_scale = guidance_scale
-        if mc_mode not in MC_MODES:
-            raise ValueError(f"unknown evaluator.mc_mode {mc_mode!r}; choose one of {MC_MODES}")
+        check_mc_mode(mc_mode, "evaluator.mc_mode")
         self.mc_samples = mc_samples
         self.mc_mode = mc_mode
         self.modes = list(modes)
