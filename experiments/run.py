@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,13 @@ def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     info = {"argv": sys.argv, "cwd": os.getcwd(), **_git_info()}
     write_json_atomic(run_dir / "run_info.json", info)
+
+
+def finish_run_info(run_dir: Path, seconds: float) -> None:
+    """Add the wall time of the finished tasks to ``run_info.json`` (read by ``scripts.reproduce``)."""
+    path = run_dir / "run_info.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    write_json_atomic(path, {**info, "wall_time_s": round(seconds, 1)})
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, resumed: bool = False) -> Any:
@@ -214,6 +222,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run ``cfg.tasks`` in order and return the metrics written to ``metrics.json``."""
+    started = time.perf_counter()
     tasks = check_config(cfg)
     run_dir = Path(cfg.output_dir)
     resume_ckpt = resolve_resume(cfg, tasks)
@@ -249,5 +258,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     if trainer.global_rank == 0:
+        finish_run_info(run_dir, time.perf_counter() - started)
         log.info("run directory: %s", run_dir)
     return metrics

@@ -7,7 +7,7 @@ For every model of the chosen set (built from the project's own configs) it meas
   full-sequence, pyramid and autoregressive matrices: wall time, cell calls and tokens/s; for the pyramid plan
   also an *official-style* reference on the same network (every token recomputed in every row, no prefix cache)
   with the largest difference between the two plans (equal samples = equal quality);
-* Monte Carlo Guidance: a guided pyramid plan with N = 1, 2, 4, 8 sampled futures (vector models);
+* Monte Carlo Guidance: a guided pyramid plan with N = 1, 2, 4, 8 Monte Carlo samples (vector models);
 * memory: growth of the resident memory (sampled after every chunk) during autoregressive rollouts of 16, 64 and
   256 tokens (batch 4, S = 5), each in a fresh process, streamed chunk by chunk versus collected, for every
   model of the set that samples (forecasts: collected only, as they return their samples).
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configurations")
 SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
 MCG_SAMPLES = (1, 2, 4, 8)
-PARTS = ("training", "sampling", "mcg", "mcg_branch", "memory", "training_ab")
+PARTS = ("training", "sampling", "mcg", "memory", "training_ab")
 
 # Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
 # issue that asked for this benchmark; not measured by this script.
@@ -273,7 +273,7 @@ def naive_plan(sampler, cell, z, horizon: int, cond, generator) -> torch.Tensor:
 
     schedule = cell.schedule
     levels = sampler.level_matrix(horizon, schedule.num_levels)
-    x = sampler._randn((z.shape[0], horizon, *cell.token_shape), z, generator)
+    x = sampler.noise((z.shape[0], horizon, *cell.token_shape), z, generator)
     for m in range(1, levels.shape[0]):
         frm, to = levels[m - 1], levels[m]
         changed = (to != frm).nonzero().flatten()
@@ -336,7 +336,7 @@ def bench_sampling(case: Case, repeats: int) -> dict[str, Any]:
     return out
 
 
-def bench_mcg(case: Case, repeats: int, mode: str = "futures") -> dict[str, Any]:
+def bench_mcg(case: Case, repeats: int, mode: str = "branch") -> dict[str, Any]:
     """Guided pyramid plans with N = 1, 2, 4, 8 Monte Carlo samples drawn in ``mode`` (``Guidance.mc_mode``)."""
     from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
     from algorithms.diffusion_forcing.sampler import Sampler
@@ -512,6 +512,7 @@ def markdown(results: dict[str, Any]) -> str:
             ref_cells = f"{ref['plan_s']:.2f} ({ref['cell_calls']}) | {ref['max_abs_diff_vs_ours']:.1e}"
         lines.append(f"| {name} | {train} | {plans} | {ref_cells} |")
     mcg = [(k, r[part]) for k, r in results["models"].items() for part in ("mcg", "mcg_branch") if part in r]
+    # (mcg_branch: result files written while two MCG forms existed)
     if mcg:
         heads = " | ".join(f"N={n} s" for n in MCG_SAMPLES)
         lines += ["", f"| model (guided pyramid plan) | MCG mode | tokens | {heads} | N=8 / N=1 |", "|" + "---|" * 8]
@@ -559,8 +560,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="+",
         choices=PARTS,
         default=["training", "sampling", "mcg", "memory"],
-        help="what to measure (default: training sampling mcg memory); mcg_branch: MCG cost against N with the "
-        "samples drawn in the official 'branch' form; training_ab: training steps of the official-style per-token "
+        help="what to measure (default: training sampling mcg memory); mcg: guided plans against the number of "
+        "Monte Carlo samples; training_ab: training steps of the official-style per-token "
         "loop and of ours with the weight tape off and on, interleaved in one process",
     )
     parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "TOKENS", "MODE"), help=argparse.SUPPRESS)
@@ -581,8 +582,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["sampling"] = bench_sampling(case, args.repeats)
         if case.mcg and "mcg" in args.parts:
             entry["mcg"] = bench_mcg(case, args.repeats)
-        if case.mcg and "mcg_branch" in args.parts:
-            entry["mcg_branch"] = bench_mcg(case, args.repeats, "branch")
         if "training_ab" in args.parts and (ab := bench_training_ab(case)):
             entry["training_ab"] = ab
         results["models"][case.name] = entry

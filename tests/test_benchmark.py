@@ -28,9 +28,7 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     training = benchmark.bench_training(tiny, repeats=1)
     assert training["train_s_per_step"] > 0 and training["params_M"] > 0
     mcg = benchmark.bench_mcg(tiny, repeats=1)
-    assert set(mcg) >= {"N1_s", "N8_s", "N8_over_N1"} and mcg["mode"] == "futures"
-    branch = benchmark.bench_mcg(tiny, repeats=1, mode="branch")
-    assert branch["mode"] == "branch" and branch["N8_s"] > 0
+    assert set(mcg) >= {"N1_s", "N8_s", "N8_over_N1"} and mcg["mode"] == "branch" and mcg["N8_s"] > 0
     results = {
         "machine": benchmark.machine(),
         "models": {"tiny": {"training": training, "sampling": benchmark.bench_sampling(tiny, 1), "mcg": mcg}},
@@ -44,12 +42,11 @@ def test_training_mcg_and_report(tiny: benchmark.Case) -> None:
     assert set(ab) == {"official_style_s_per_step", "plain_s_per_step", "taped_s_per_step"} and min(ab.values()) > 0
     assert "weight tape off" in benchmark.markdown({"machine": {}, "models": {"tiny": {"training_ab": ab}}})
     # --parts: a model measured for training only, and one for MCG only (no row in the main table)
-    m_only = {"mcg": mcg, "mcg_branch": branch}
+    m_only = {"mcg": mcg}
     partial = {"machine": {}, "models": {"t_only": {"training": training}, "m_only": m_only}}
     table = benchmark.markdown(partial)
     assert "| t_only | " in table and "| — | — | — | — | — |" in table
-    assert f"| m_only | futures | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
-    assert f"| m_only | branch | {branch['plan_tokens']} |" in table
+    assert f"| m_only | branch | {mcg['plan_tokens']} |" in table and "| m_only | —" not in table
     assert "train s/step" not in benchmark.markdown({"machine": {}, "models": {"m_only": m_only}})  # no empty table
 
 

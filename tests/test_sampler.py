@@ -11,7 +11,7 @@ import torch
 from algorithms.diffusion_forcing.denoiser import DenoisingCell
 from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance
 from algorithms.diffusion_forcing.noise_schedule import NoiseSchedule, sampling_grid
-from algorithms.diffusion_forcing.sampler import Sampler, _Row, ddim_step, ddpm_step
+from algorithms.diffusion_forcing.sampler import RowPredictor, Sampler, ddim_step, ddpm_step
 from tests.helpers import AnalyticBackbone, CountingCell, OracleBackbone, make_cell
 
 MATRICES = [("full_sequence", 1.0), ("pyramid", 1.0), ("pyramid", 2.5), ("autoregressive", 1.0), ("trapezoid", 1.0)]
@@ -109,107 +109,161 @@ def test_ddpm_step_equals_ddim_with_eta_one() -> None:
 
 def test_guidance_gradient_flows_back_through_the_latent_chain() -> None:
     cell = make_cell()
-    x_in = torch.randn(2, 4, 3)
+    x = torch.randn(2, 4, 3)
+    row = RowPredictor(Sampler(), cell, cell.init_state(2), x, torch.full((4,), 500), 0, 4)
     energy = lambda x0: -x0[:, -1].pow(2).sum(-1)  # noqa: E731 - depends on the LAST token only
-
-    def chain(x, repeats):
-        z, x0s = cell.init_state(x.shape[0]), []
-        for t in range(x.shape[1]):
-            z, x0, _ = cell(z, x[:, t], torch.full((x.shape[0],), 500))
-            x0s.append(x0)
-        x0 = torch.stack(x0s, 1)
-        return x0, x0, torch.zeros_like(x0)
-
-    grad, _, _ = Guidance(energy, 1.0).gradient(x_in, lambda i: x_in, chain)
+    grad, _, _ = Guidance(energy, 1.0).gradient(x, row)
     assert grad[:, 0].abs().sum() > 0  # the first token is pulled by a goal on the last one
 
 
-def test_mcg_is_the_mean_of_per_future_gradients_in_one_batched_pass() -> None:
-    cell = make_cell()
-    x_in = torch.randn(2, 4, 3)
-    futures = [torch.randn(2, 4, 3) for _ in range(3)]
-    energy = lambda x0: -(x0 - 1.0).pow(2).sum((1, 2))  # noqa: E731
-    calls = []
+def _reference_mcg_row(cell, sampler, prefix_z, x, frm, start, energy, r, generator, official=False):
+    """Monte Carlo Guidance for one row, token by token as the paper and the official code define it (method.md
+    §12): run the main chain token by token; for each still-noisy token draw R − 1 extra x̂0 samples, each by
+    re-noising the previous sample's x̂0 to the token's level and re-predicting it from the SAME latent z_{t−1}
+    as the main chain; the samples never feed the chain. The energy is averaged over the R plans.
 
-    def chain(x, repeats):
-        calls.append(x.shape[0])
-        z, x0s = cell.init_state(x.shape[0]), []
-        for t in range(x.shape[1]):
-            z, x0, _ = cell(z, x[:, t], torch.full((x.shape[0],), 700))
-            x0s.append(x0)
-        x0 = torch.stack(x0s, 1)
-        return x0, x0, torch.zeros_like(x0)
-
-    grad, _, _ = Guidance(energy, 1.0, mc_samples=4).gradient(x_in, lambda i: futures[i - 1], chain)
-    assert calls == [8]  # R·B in a single pass
-    per_copy = []
-    for x in [x_in, *futures]:
-        xr = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(energy(chain(xr, 1)[0]).sum(), xr)
-        per_copy.append(g)
-    torch.testing.assert_close(grad, torch.stack(per_copy).mean(0), rtol=1e-4, atol=1e-6)
-
-
-def test_branch_mcg_re_predicts_each_sample_from_the_last_one_and_the_main_latents() -> None:
-    """The official MCG form: sample j re-noises sample j−1's x̂0 and re-predicts it from the main chain's z_{t−1};
-    the samples stay in the graph; clean tokens keep their value."""
-    cell = make_cell(objective="eps")
-    sampler = Sampler(sampling_steps=4, scheduling_matrix="pyramid")
-    b, h, r = 2, 5, 3
-    x = torch.randn(b, h, 3)
-    frm = torch.tensor([-1, 400, -1, 700, 900])  # token 0 is the clean prefix; token 2 is clean inside the run
-    prefix_z = cell.init_state(b).detach() + 0.1
-    row = _Row(sampler, cell, prefix_z, x, frm, 1, h, None, None, torch.zeros_like(x), torch.Generator().manual_seed(0))
-    x_run = x[:, 1:]
-    energy = lambda x0: -(x0 - 1.0).pow(2).sum((1, 2))  # noqa: E731
-    cell.calls = 0
-    grad, x0_main, _ = Guidance(energy, 1.0, mc_samples=r, mc_mode="branch").gradient(
-        x_run, row.resample, row.chain, row.branch
-    )
-    live = [t for t in range(h - 1) if frm[1 + t] != -1]
-    assert cell.calls == (h - 1) + (r - 1)  # the main chain's n token evaluations, then ONE call per extra sample
-
-    # reference: the main chain token by token, then each sample token by token from the main latents
-    xr = x_run.clone().requires_grad_(True)
-    levels = frm[1:]
-    a_l, _ = cell.schedule.coefficients(torch.full((b,), sampler.stabilization_level), x[:, 0])
-    z, z_in, x0s = prefix_z, [], []
-    for t in range(h - 1):
-        z_in.append(z)
-        clean = levels[t] == -1
-        lv = torch.full((b,), sampler.stabilization_level if clean else int(levels[t]))
-        z, x0, _ = cell(z, a_l * xr[:, t] if clean else xr[:, t], lv)
-        x0s.append(xr[:, t] if clean else x0)
-    samples = [torch.stack(x0s, 1)]
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(r - 1):
-        noise = torch.randn(b, len(live), 3, generator=gen).clamp(-20, 20)
-        nxt = list(x.unbind(1)[1:])  # clean tokens keep their value
-        for k, t in enumerate(live):
+    The noise of extra sample j is one (B, m, ...) draw over the m live tokens, in sample order (the batched
+    sampler's draw order), so both see the same noise. ``official``: as the official code, whose first extra sample
+    re-runs the main input (so repeats the main x̂0). Returns ∇E w.r.t. the run inputs and the main x̂0, ε̂."""
+    b, h = x.shape[:2]
+    levels = frm[start:]
+    live = [t for t in range(h - start) if levels[t] != -1]
+    new = [j for j in range(1, r) if not (official and j == 1)]  # the samples that draw noise
+    noise = {j: sampler.noise((b, len(live), *x.shape[2:]), x, generator) for j in new}
+    xr = x[:, start:].detach().clone().requires_grad_(True)
+    label = torch.full((b,), sampler.stabilization_level)
+    a_l, _ = cell.schedule.coefficients(label, x[:, 0])
+    plans, eps_main = [[] for _ in range(r)], []
+    z = prefix_z
+    for t in range(h - start):
+        if levels[t] == -1:  # a finished token inside the run: presented stabilised, keeps its value
+            z_next, _, _ = cell(z, a_l * xr[:, t], label)
+            plans[0].append(xr[:, t])
+            eps_main.append(torch.zeros_like(x[:, t]))
+            for j in range(1, r):  # a repeat of the main input repeats the main value
+                plans[j].append(x[:, start + t] if j in noise else xr[:, t])
+        else:
             lv = torch.full((b,), int(levels[t]))
-            nxt[t] = cell(z_in[t], cell.schedule.q_sample(samples[-1][:, t], lv, noise[:, k]), lv)[1]
-        samples.append(torch.stack(nxt, 1))
-    total = torch.stack([energy(torch.cat([x[:, :1], s_], 1)) for s_ in samples]).mean(0).sum()
-    (expected,) = torch.autograd.grad(total, xr)
-    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(x0_main, samples[0].detach(), rtol=1e-5, atol=1e-6)
-    assert grad[:, 0].abs().sum() > 0  # later tokens' samples pull earlier ones through the latents
+            z_next, x0, eps = cell(z, xr[:, t], lv)
+            plans[0].append(x0)
+            eps_main.append(eps)
+            k = live.index(t)
+            for j in range(1, r):
+                x_in = cell.schedule.q_sample(plans[j - 1][t], lv, noise[j][:, k]) if j in noise else xr[:, t]
+                plans[j].append(cell(z, x_in, lv)[1])  # the same latent z_{t−1} as the main chain
+        z = z_next
+    values = [energy(torch.cat([x[:, :start], torch.stack(p, 1)], 1)) for p in plans]
+    total = torch.stack(values).mean(0).sum()
+    (grad,) = torch.autograd.grad(total, xr)
+    return grad, torch.stack(plans[0], 1).detach(), torch.stack(eps_main, 1).detach()
 
 
-def test_unknown_mcg_mode_is_rejected() -> None:
+def _double_cell(objective: str = "eps") -> CountingCell:
+    return make_cell(objective=objective).double()
+
+
+@pytest.mark.parametrize("mc_mode", ["branch", "branch_official"])
+def test_mcg_row_matches_the_token_by_token_reference(mc_mode: str) -> None:
+    """One row with a clean prefix and a clean token inside the run: gradient and main x̂0 equal the reference to
+    1e-6 with the same noise draws; each new sample costs one batched cell call."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cell = _double_cell()
+        sampler = Sampler(sampling_steps=4, scheduling_matrix="pyramid")
+        b, h, r = 2, 5, 3
+        x = torch.randn(b, h, 3)
+        frm = torch.tensor([-1, 400, -1, 700, 900])  # token 0: the cached prefix; token 2: clean inside the run
+        prefix_z = cell.init_state(b).detach() + 0.1
+        energy = lambda x0: -(x0 - 1.0).pow(2).sum((1, 2))  # noqa: E731
+        row = RowPredictor(sampler, cell, prefix_z, x, frm, 1, h, generator=torch.Generator().manual_seed(0))
+        cell.calls = 0
+        grad, x0_main, _ = Guidance(energy, 1.0, mc_samples=r, mc_mode=mc_mode).gradient(x[:, 1:], row)
+        new_samples = r - 1 - (mc_mode == "branch_official")
+        assert cell.calls == (h - 1) + new_samples  # the main chain's n token evaluations, then ONE call per sample
+        official = mc_mode == "branch_official"
+        generator = torch.Generator().manual_seed(0)
+        expected, x0_ref, _ = _reference_mcg_row(cell, sampler, prefix_z, x, frm, 1, energy, r, generator, official)
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(x0_main, x0_ref, rtol=1e-6, atol=1e-6)
+        assert grad[:, 0].abs().sum() > 0  # later tokens' samples pull earlier ones through the main latents
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_guided_pyramid_chunk_with_mcg_matches_the_token_by_token_reference() -> None:
+    """A whole guided pyramid chunk with R = 3 against the reference row by row (DDIM step plus scale·g·∇E for the
+    tokens whose level drops; the finished prefix committed at the stabilisation level): equal to 1e-6."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cell = _double_cell("eps")  # x̂0 = (x − σ·ε̂)/α depends on the plan even for an untrained network
+        sampler = Sampler(sampling_steps=4, scheduling_matrix="pyramid")
+        b, h, r, scale = 3, 4, 3, 2.0
+        goal = torch.tensor([0.5, -1.0, 0.2])
+        energy = lambda x0: -(x0 - goal).norm(dim=-1).sum(1)  # noqa: E731
+        x_init = torch.randn(b, h, 3)
+        z0 = cell.init_state(b) + 0.1
+        guidance = Guidance(energy, scale, mc_samples=r)
+        ours, _ = sampler.denoise_chunk(cell, z0, h, guidance=guidance, generator=torch.Generator().manual_seed(3),
+                                        x_init=x_init)  # fmt: skip
+
+        gen = torch.Generator().manual_seed(3)
+        levels = sampler.level_matrix(h, 1000)
+        ab = cell.schedule.alpha_bar
+        x = x_init.clone()
+        for m in range(1, levels.shape[0]):
+            frm, to = levels[m - 1], levels[m]
+            start = int((frm == -1).sum())  # pyramid: the finished tokens are a prefix
+            z = z0
+            with torch.no_grad():
+                for t in range(start):
+                    z = sampler.commit(cell, z, x[:, t])
+            grad, x0_run, eps_run = _reference_mcg_row(cell, sampler, z, x, frm, start, energy, r, gen)
+            for t in range(start, h):
+                if to[t] == frm[t]:
+                    continue
+                a, a_next = ab(frm[t : t + 1]), ab(to[t : t + 1])
+                x_next, g = ddim_step(x0_run[:, t - start], eps_run[:, t - start], a, a_next, 0.0, None)
+                x[:, t] = x_next + scale * g * grad[:, t - start]
+        torch.testing.assert_close(ours, x, rtol=1e-6, atol=1e-6)
+        plain, _ = sampler.denoise_chunk(cell, z0, h, x_init=x_init)
+        assert (ours - plain).abs().max() > 1e-3  # the guidance did something
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_retired_and_unknown_mcg_modes_are_rejected() -> None:
     with pytest.raises(ValueError, match="mc_mode"):
         Guidance(lambda x0: x0.sum((1, 2)), mc_samples=2, mc_mode="shared")
+    with pytest.raises(ValueError, match="retired.*not Monte Carlo Guidance"):
+        Guidance(lambda x0: x0.sum((1, 2)), mc_samples=2, mc_mode="futures")
 
 
-@pytest.mark.parametrize(("mc_samples", "mc_mode"), [(1, "futures"), (4, "futures"), (4, "branch")])
-def test_guided_sampling_moves_the_plan_to_the_goal(mc_samples: int, mc_mode: str) -> None:
+def test_goal_energy_is_the_official_normalisation() -> None:
+    """E = −n_frames · mean over frames of w_f·‖p_f − g‖ per plan (the padded last frame at weight 0), written as
+    the official loop over frames; "sum" drops the n_frames/F factor; a bad option names its key."""
+    torch.manual_seed(0)
+    x0, goal, weights = torch.randn(3, 12, 4), torch.randn(3, 2), torch.rand(12)
+    energy = GoalDistanceEnergy(goal, [0, 1], frame_weights=weights, n_frames=300, terminal_weight_zero=True)
+    expected = torch.zeros(3)
+    for f in range(12):
+        w = 0.0 if f == 11 else float(weights[f])
+        expected -= 300 * w * (x0[:, f, :2] - goal).norm(dim=-1) / 12
+    torch.testing.assert_close(energy(x0), expected)
+    summed = GoalDistanceEnergy(goal, [0, 1], frame_weights=weights, normalization="sum", n_frames=300)
+    torch.testing.assert_close(summed(x0), -((x0[..., :2] - goal[:, None]).norm(dim=-1) * weights).sum(1))
+    with pytest.raises(ValueError, match="energy_normalization"):
+        GoalDistanceEnergy(goal, [0, 1], normalization="max")
+
+
+@pytest.mark.parametrize("mc_samples", [1, 4])
+def test_guided_sampling_moves_the_plan_to_the_goal(mc_samples: int) -> None:
     schedule = NoiseSchedule("linear", 1000)
     cell = DenoisingCell(AnalyticBackbone(2), schedule, "x0")
     goal = torch.tensor([3.0, -2.0])
     sampler = Sampler(sampling_steps=10, scheduling_matrix="pyramid")
     z0 = cell.init_state(8)
     plain = sampler.rollout(cell, z0, 4, generator=torch.Generator().manual_seed(0))
-    guidance = Guidance(GoalDistanceEnergy(goal, dims=[0, 1]), scale=5.0, mc_samples=mc_samples, mc_mode=mc_mode)
+    guidance = Guidance(GoalDistanceEnergy(goal, dims=[0, 1]), scale=5.0, mc_samples=mc_samples)
     guided = sampler.rollout(cell, z0, 4, guidance=guidance, generator=torch.Generator().manual_seed(0))
     dist = lambda x: (x - goal).norm(dim=-1).mean()  # noqa: E731
     assert dist(guided) < 0.5 * dist(plain)

@@ -97,11 +97,10 @@ class ForecastingDiffusionForcing(DiffusionForcing):
         shift = shift.repeat_interleave(num_samples, 0)
         feats = time_feat.float().repeat_interleave(num_samples, 0)
         z = self.initial_latent(values.shape[0], None)
-        for t in range(c):
-            cond = torch.cat([self.lag_features(values, self.max_lag + t, 1)[:, 0], feats[:, t]], dim=-1)
-            if t == 0 and self.zero_first_cond:
-                cond = torch.zeros_like(cond)
-            z = sampler.commit(cell, z, values[:, self.max_lag + t], cond)
+        ctx_cond = torch.cat([self.lag_features(values, self.max_lag, c), feats[:, :c]], dim=-1)  # (W·S, c, C)
+        if self.zero_first_cond:
+            ctx_cond[:, 0] = 0.0
+        z = sampler.commit_tokens(cell, z, values[:, self.max_lag : self.max_lag + c], ctx_cond)
         window = values[:, -self.max_lag :]  # the last max_lag values: all the lags ever need
         steps = []
         for p in range(prediction_length):

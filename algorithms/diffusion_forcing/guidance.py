@@ -9,25 +9,48 @@ chain, the gradient for token t includes its influence on every later token.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 Energy = Callable[[Tensor], Tensor]
-MC_MODES = ("futures", "branch")
+MC_MODES = ("branch", "branch_official")
+RETIRED_MC_MODES = {
+    "futures": "it re-noised every unfinished token of the row, the guided token and its past included, so it was "
+    "not Monte Carlo Guidance (paper §3.4, App. B.5)",
+}
 
 
 def check_mc_mode(mc_mode: str, key: str) -> None:
-    """Reject an unknown way of drawing MCG samples, naming the config ``key``."""
+    """Reject an unknown or retired way of drawing MCG samples, naming the config ``key``."""
+    if mc_mode in RETIRED_MC_MODES:
+        raise ValueError(f"{key}={mc_mode!r} was retired: {RETIRED_MC_MODES[mc_mode]}; use {key}=branch")
     if mc_mode not in MC_MODES:
         raise ValueError(f"unknown {key} {mc_mode!r}; choose one of {MC_MODES}")
 
 
-class Guidance:
-    """Energy, scale, the number R of Monte Carlo samples (R = 1: single-sample guidance, "w/o MCG") and how
-    the R − 1 extra samples are drawn (``mc_mode``, see :meth:`gradient`)."""
+class RowModel(Protocol):
+    """What guidance needs from the sampler for one row (``sampler.RowPredictor``)."""
 
-    def __init__(self, energy: Energy, scale: float = 1.0, mc_samples: int = 1, mc_mode: str = "futures") -> None:
+    def predict(self, x_run: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...  # → (x̂0 chunk, x̂0 run, ε̂ run)
+
+    def chunk(self, x0_run: Tensor) -> Tensor: ...  # run x̂0 → chunk x̂0 (prefix and suffix filled in)
+
+    def renoise(self, x0_run: Tensor) -> Tensor: ...  # live run tokens re-noised to their levels
+
+    def repredict(self, x_live: Tensor) -> Tensor: ...  # run x̂0 from the live inputs and the main latents
+
+
+class Guidance:
+    """Energy, scale, and the number R of Monte Carlo samples (R = 1: single-sample guidance, "w/o MCG").
+
+    ``mc_mode`` names how the R − 1 extra samples are drawn (:meth:`gradient`): ``branch`` draws R − 1 new
+    samples; ``branch_official`` follows the official code exactly, whose first extra sample re-runs the main
+    input and so repeats the main prediction (η = 0): the main plan then has weight 2/R and R − 2 samples are new.
+    """
+
+    def __init__(self, energy: Energy, scale: float = 1.0, mc_samples: int = 1, mc_mode: str = "branch") -> None:
         if mc_samples < 1:
             raise ValueError(f"guidance mc_samples must be >= 1, got {mc_samples}")
         check_mc_mode(mc_mode, "guidance mc_mode")
@@ -36,69 +59,60 @@ class Guidance:
         self.mc_samples = mc_samples
         self.mc_mode = mc_mode
 
-    def gradient(
-        self,
-        x_in: Tensor,
-        resample: Callable[[int], Tensor],
-        chain: Callable[[Tensor, int], tuple[Tensor, Tensor, Tensor]],
-        branch: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``(∇E, x̂0, ε̂)`` for the inputs ``x_in`` (B, n, ...) of one row.
+    def gradient(self, x_in: Tensor, row: RowModel) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``(∇E, x̂0, ε̂)`` for the inputs ``x_in (B, n, ...)`` of one row (method.md §11, §12).
 
-        ``chain(x, repeats)`` runs the causal chain and returns the chunk's ``x̂0`` (with the clean prefix filled
-        in), and the ``x̂0``/``ε̂`` of the run tokens. The energy is averaged over the R samples before autograd, so
-        the gradient is the Monte Carlo mean (method.md §12). How the R − 1 extra samples are drawn:
-
-        - ``futures`` (vectorised MCG, the default): the batch is repeated R times and every copy runs its own
-          chain, so copy i > 0 is a whole alternative future. ``resample(i)`` re-noises every not-yet-clean token
-          from its last prediction with fresh noise; the copy's inputs are ``x_in + (resample(i) − x_in).detach()``,
-          so all copies differentiate with respect to the shared inputs. One chain over R·B sequences.
-        - ``branch`` (the official implementation's form): sample j re-noises sample j − 1's ``x̂0`` of each token
-          to the token's level with fresh noise and re-predicts it from the main chain's latent z_{t−1}
-          (``branch(x̂0_run) -> (chunk x̂0, run x̂0)``, one batched cell call over all tokens). The samples do not
-          feed the latent chain and stay in the graph, so their gradient reaches ``x_in`` through their
-          predecessors and the main latents. The official code's first extra sample repeats the main input (the
-          same prediction when η = 0); here every extra sample is a new one.
+        Sample 0 is the main chain ``row.predict(x_in)``. Monte Carlo Guidance (paper §3.4, App. B.5) averages
+        the energy over R samples of the plan in which every token's own input and its past stay at their actual
+        values and only what comes after varies: sample j re-noises sample j − 1's x̂0 of every live token to the
+        token's level with fresh noise and re-predicts it from the *main* chain's latent z_{t−1} (one batched cell
+        call per sample). The samples do not feed the latent chain and stay in the graph, so the gradient for
+        token t collects its own samples (through their predecessors) and the samples of every later token
+        (through the main latents). The official code's first extra sample repeats the main input (the same
+        prediction when η = 0); ``branch_official`` keeps that repeat, ``branch`` draws a new sample instead.
         """
-        r = self.mc_samples
         with torch.enable_grad():
             x_in = x_in.detach().requires_grad_(True)
-            if r > 1 and self.mc_mode == "branch":
-                if branch is None:
-                    raise ValueError("mc_mode='branch' needs a branch function from the sampler")
-                x0_chunk, x0_run, eps_run = chain(x_in, 1)
-                chunks, x0_sample = [x0_chunk], x0_run
-                for _ in range(1, r):
-                    chunk, x0_sample = branch(x0_sample)
-                    chunks.append(chunk)
-                return self._ascend(x_in, torch.cat(chunks, dim=0), x0_run, eps_run)  # (R·B, H, ...), copy-major
-            if r > 1:
-                copies = [x_in] + [x_in + (resample(i) - x_in).detach() for i in range(1, r)]
-                x_all = torch.cat(copies, dim=0)  # (R·B, n, ...), copy-major
-            else:
-                x_all = x_in
-            x0_chunk, x0_run, eps_run = chain(x_all, r)
-            return self._ascend(x_in, x0_chunk, x0_run, eps_run)
+            x0_chunk, x0_run, eps_run = row.predict(x_in)
+            chunks, sample = [x0_chunk], x0_run
+            for j in range(1, self.mc_samples):
+                if j == 1 and self.mc_mode == "branch_official":
+                    chunks.append(x0_chunk)  # the official first extra sample: the main input re-run, same x̂0
+                    continue
+                sample = row.repredict(row.renoise(sample))
+                chunks.append(row.chunk(sample))
+            values = self.energy(torch.cat(chunks, dim=0))  # (R·B,), sample-major
+            if values.shape != (x0_chunk.shape[0] * self.mc_samples,):
+                raise ValueError(
+                    "a guidance energy must return one value per sample, shape "
+                    f"({x0_chunk.shape[0] * self.mc_samples},), got {tuple(values.shape)}"
+                )
+            total = values.reshape(self.mc_samples, -1).mean(dim=0).sum()
+            (grad,) = torch.autograd.grad(total, x_in)
+        return grad, x0_run.detach(), eps_run.detach()
 
-    def _ascend(self, x_in: Tensor, x0_chunk: Tensor, x0_run: Tensor, eps_run: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """∇ of the energy averaged over the R samples of ``x0_chunk`` (R·B, H, ...), with the main x̂0/ε̂."""
-        values = self.energy(x0_chunk)
-        if values.shape != (x0_chunk.shape[0],):
-            raise ValueError(
-                f"a guidance energy must return one value per sample, shape ({x0_chunk.shape[0]},), "
-                f"got {tuple(values.shape)}"
-            )
-        total = values.reshape(self.mc_samples, -1).mean(dim=0).sum()
-        (grad,) = torch.autograd.grad(total, x_in)
-        b = x_in.shape[0]
-        return grad, x0_run[:b].detach(), eps_run[:b].detach()
+
+ENERGY_NORMALIZATIONS = ("official", "sum")
 
 
 class GoalDistanceEnergy:
-    """``E = −Σ_t w_t ‖x̂0_t[dims] − goal‖`` summed over all tokens (paper App. D.5): any step may be the last.
+    """Goal guidance for planning (paper App. D.5; method.md §11): the negative distance of every planned position
+    to the goal, so any step may be the last one.
+
+    With ``d_f = ‖x̂0_f[dims] − goal‖`` over the F planned frames and weights ``w_f``, the energy of one plan is
+
+    - ``normalization="official"`` (default; the official code): ``E = −n_frames · (1/F)·Σ_f w_f·d_f``, with
+      ``n_frames`` the episode window (None: the plan's own F, a plan of the whole window). A plan of the
+      last few frames of an episode keeps the strength of a full one: a constant distance d gives
+      ``E = −n_frames·d`` for any F.
+    - ``normalization="sum"``: ``E = −Σ_f w_f·d_f`` (a plan of F frames is F/n_frames as strong).
+
+    ``terminal_weight_zero``: weight 0 for the last planned frame, which is the padded dummy observation when
+    the plan reaches the episode's end (the official code). ``frame_weights (F,)`` multiply on top. Guidance sums
+    the energy over the batch and averages it over Monte Carlo samples.
 
     ``unnormalize`` maps token space to data space (e.g. un-stack frames and undo the normaliser) and returns
-    ``(B, N, D)``; ``dims`` selects the coordinates compared with ``goal`` (B, len(dims)) or (len(dims),).
+    ``(B, F, D)``; ``dims`` selects the coordinates compared with ``goal`` (B, len(dims)) or (len(dims),).
     """
 
     def __init__(
@@ -107,21 +121,38 @@ class GoalDistanceEnergy:
         dims: Sequence[int],
         unnormalize: Callable[[Tensor], Tensor] | None = None,
         frame_weights: Tensor | None = None,
+        normalization: str = "official",
+        n_frames: int | None = None,
+        terminal_weight_zero: bool = False,
     ) -> None:
+        if normalization not in ENERGY_NORMALIZATIONS:
+            raise ValueError(
+                f"unknown goal-energy normalization {normalization!r} (evaluator.energy_normalization); "
+                f"choose one of {ENERGY_NORMALIZATIONS}"
+            )
+        if n_frames is not None and n_frames < 1:
+            raise ValueError(f"the goal energy's n_frames (the episode window) must be >= 1, got {n_frames}")
         self.goal = goal
         self.dims = list(dims)
         self.unnormalize = unnormalize
         self.frame_weights = frame_weights
+        self.normalization = normalization
+        self.n_frames = n_frames
+        self.terminal_weight_zero = terminal_weight_zero
 
     def __call__(self, x0: Tensor) -> Tensor:
         data = self.unnormalize(x0) if self.unnormalize is not None else x0
-        points = data[..., self.dims]  # (B, N, d)
+        points = data[..., self.dims]  # (B, F, d)
         goal = self.goal.to(points)
         if goal.ndim == 1:
             goal = goal.expand(points.shape[0], -1)
-        elif goal.shape[0] != points.shape[0]:  # repeated MCG copies share the goal of their sample
+        elif goal.shape[0] != points.shape[0]:  # Monte Carlo samples share the goal of their plan
             goal = goal.repeat(points.shape[0] // goal.shape[0], 1)
-        dist = (points - goal.unsqueeze(1)).norm(dim=-1)  # (B, N)
+        dist = (points - goal.unsqueeze(1)).norm(dim=-1)  # (B, F)
         if self.frame_weights is not None:
             dist = dist * self.frame_weights.to(dist)
+        if self.terminal_weight_zero:
+            dist = torch.cat([dist[:, :-1], torch.zeros_like(dist[:, -1:])], dim=1)
+        if self.normalization == "official":
+            return -(self.n_frames or dist.shape[1]) * dist.mean(dim=1)
         return -dist.sum(dim=1)

@@ -14,7 +14,6 @@ Layouts: chunks of tokens are ``(B, H, *token_shape)``; one row of the matrix gi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,6 +25,12 @@ from .scheduling_matrix import build_matrix, to_levels
 
 STEP_TYPES = ("ddim", "ddpm")
 STABILIZATION_MODES = ("scale", "noise")
+
+
+def _leading_clean(levels: Tensor) -> int:
+    """How many tokens at the start of ``levels (n,)`` are clean."""
+    noisy = (levels != CLEAN_LEVEL).nonzero()
+    return len(levels) if len(noisy) == 0 else int(noisy[0])
 
 
 def _expand(coef: Tensor, like: Tensor) -> Tensor:
@@ -72,94 +77,84 @@ def ddpm_step(x_k: Tensor, x0: Tensor, alpha_bar: Tensor, alpha_bar_next: Tensor
     return mean + var.sqrt() * noise
 
 
-def _repeat(t: Tensor | None, repeats: int) -> Tensor | None:
-    """Repeat along the batch axis (copy-major), for Monte Carlo Guidance copies."""
-    if t is None or repeats == 1:
-        return t
-    return t.repeat(repeats, *([1] * (t.ndim - 1)))
+class RowPredictor:
+    """Predictions for one row of the scheduling matrix over the run tokens ``start..stop−1`` of a chunk.
 
+    :meth:`predict` runs the causal chain once over the run from the cached latent of the clean prefix (one
+    ``forward_sequence``: the backbone batches its non-recurrent parts over the tokens) and records the latent
+    fed to every run token. :meth:`repredict` re-predicts the live (still noisy) run tokens from those *main*
+    latents in one batched cell call, which is what Monte Carlo Guidance needs (method.md §12). Finished run tokens
+    that are not yet in the cached prefix are presented at the stabilisation level and keep their value.
+    """
 
-@dataclass
-class _Row:
-    """One row of the scheduling matrix: runs the causal chain over tokens ``start..stop−1`` of the chunk."""
+    def __init__(
+        self,
+        sampler: Sampler,
+        cell: DenoisingCell,
+        prefix_z: Tensor,
+        x: Tensor,
+        levels: Tensor,
+        start: int,
+        stop: int,
+        cond: Tensor | None = None,
+        stab_noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.sampler, self.cell, self.prefix_z, self.generator = sampler, cell, prefix_z, generator
+        self.x, self.start, self.stop = x, start, stop  # x: (B, H, ...) the chunk; levels: (H,) its current row
+        self.levels = levels[start:stop]  # (n,)
+        self.clean = self.levels == CLEAN_LEVEL  # (n,)
+        self.live = (~self.clean).nonzero().flatten()  # run positions still noisy
+        self.cond = None if cond is None else cond[:, start:stop]
+        self.stab_noise = None if stab_noise is None else stab_noise[:, start:stop]
+        self.latents_in: Tensor | None = None  # (B, n, *z): the latent fed to each run token by the last predict
 
-    sampler: Sampler
-    cell: DenoisingCell
-    prefix_z: Tensor  # latent after the clean prefix x[:, :start]
-    x: Tensor  # (B, H, ...) current chunk
-    frm: Tensor  # (H,) current level of every token
-    start: int
-    stop: int
-    cond: Tensor | None
-    stab_noise: Tensor | None
-    prev_x0: Tensor  # (B, H, ...) last prediction per token
-    generator: torch.Generator | None
-    latents: tuple[Tensor, Tensor] | None = None  # set by ``chain``: its start latent and its latents (R·B, n, ...)
-    _branch_inputs: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None  # built by ``branch`` once per chain
+    def _mask(self, like: Tensor) -> Tensor:
+        return self.clean.reshape(1, -1, *([1] * (like.ndim - 2)))
 
-    def chain(self, x_run: Tensor, repeats: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Cell over ``x_run`` (R·B, n, ...) from the prefix latent → (chunk x̂0 with prefix/suffix, x̂0, ε̂).
-
-        One ``forward_sequence`` over the run (the backbone batches its non-recurrent parts over the tokens).
-        Finished tokens that are not yet in the cached prefix are presented stabilised, and keep their value.
-        """
-        z = _repeat(self.prefix_z, repeats)
+    def predict(self, x_run: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The chain over ``x_run (B, n, ...)`` → ``(x̂0 of the chunk (B, H, ...), x̂0_run, ε̂_run)``."""
         b, n = x_run.shape[:2]
-        frm = self.frm[self.start : self.stop]
-        clean = frm == CLEAN_LEVEL  # (n,)
-        label = torch.full_like(frm, self.sampler.stabilization_level)
-        levels = torch.where(clean, label, frm).unsqueeze(0).expand(b, n)  # (R·B, n) presented labels
+        label = torch.full_like(self.levels, self.sampler.stabilization_level)
+        levels = torch.where(self.clean, label, self.levels).unsqueeze(0).expand(b, n)  # presented labels (B, n)
         x_in = x_run
-        if bool(clean.any()):
-            mask = clean.reshape(1, n, *([1] * (x_run.ndim - 2)))
-            noise = None if self.stab_noise is None else _repeat(self.stab_noise[:, self.start : self.stop], repeats)
-            x_in = torch.where(mask, self.sampler.present_clean_seq(self.cell, x_run, levels, noise), x_run)
-        cond = _repeat(None if self.cond is None else self.cond[:, self.start : self.stop], repeats)
-        latents, x0_run, eps_run = self.cell.forward_sequence(z, x_in, levels, cond)
-        self.latents, self._branch_inputs = (z, latents), None
-        if bool(clean.any()):
-            x0_run = torch.where(mask, x_run, x0_run)
-            eps_run = torch.where(mask, torch.zeros_like(eps_run), eps_run)
-        return self._chunk(x0_run, repeats), x0_run, eps_run
+        any_clean = bool(self.clean.any())
+        if any_clean:
+            presented = self.sampler.present_clean_seq(self.cell, x_run, levels, self.stab_noise)
+            x_in = torch.where(self._mask(x_run), presented, x_run)
+        latents, x0_run, eps_run = self.cell.forward_sequence(self.prefix_z, x_in, levels, self.cond)
+        self.latents_in = torch.cat([self.prefix_z.unsqueeze(1), latents[:, :-1]], dim=1)
+        if any_clean:
+            x0_run = torch.where(self._mask(x_run), x_run, x0_run)
+            eps_run = torch.where(self._mask(x_run), torch.zeros_like(eps_run), eps_run)
+        return self.chunk(x0_run), x0_run, eps_run
 
-    def _chunk(self, x0_run: Tensor, repeats: int) -> Tensor:
-        """The chunk's x̂0: clean prefix, the run's predictions, the (untouched) suffix, for R·B sequences."""
-        prefix = _repeat(self.x[:, : self.start], repeats)
-        suffix = _repeat(self.x[:, self.stop :], repeats)  # non-empty only without guidance
-        return torch.cat([prefix, x0_run, suffix], 1)
+    def chunk(self, x0_run: Tensor) -> Tensor:
+        """The chunk's x̂0 ``(B, H, ...)``: the clean prefix, the run's predictions, the untouched suffix."""
+        return torch.cat([self.x[:, : self.start], x0_run, self.x[:, self.stop :]], 1)
 
-    def branch(self, x0_sample: Tensor) -> tuple[Tensor, Tensor]:
-        """The next MCG sample in ``branch`` mode from the last one's run x̂0 (B, n, ...): re-noise each not-yet-clean
-        token to its level with fresh noise and re-predict it from the latent the last single-copy :meth:`chain`
-        gave it. Returns the sample's (chunk x̂0 (B, H, ...), run x̂0 (B, n, ...)).
+    def renoise(self, x0_run: Tensor) -> Tensor:
+        """The live run tokens of ``x0_run (B, n, ...)`` forward-diffused to their levels with fresh noise:
+        ``(B, m, ...)``."""
+        x0_live = x0_run[:, self.live]
+        lv = self.levels[self.live].expand(x0_live.shape[0], -1)
+        noise = self.sampler.noise(x0_live.shape, x0_live, self.generator)
+        return self.cell.schedule.q_sample(x0_live, lv, noise)
 
-        The sample does not feed the latent chain, so its B·n' token evaluations are one batched cell call; clean
-        run tokens keep their value, as in :meth:`chain`.
-        """
-        b = x0_sample.shape[0]
-        if self._branch_inputs is None:  # the same for every sample of the row: built once
-            frm = self.frm[self.start : self.stop]
-            live = (frm != CLEAN_LEVEL).nonzero().flatten()  # run positions that are still noisy
-            z, latents = self.latents
-            z_in = torch.cat([z.unsqueeze(1), latents[:, :-1]], dim=1)  # (B, n, *z): the latent fed to each token
-            cond = None if self.cond is None else self.cond[:, self.start : self.stop][:, live].flatten(0, 1)
-            self._branch_inputs = (live, frm[live].expand(b, len(live)), z_in[:, live].flatten(0, 1), cond)
-        live, lv, z_live, cond = self._branch_inputs
-        x0_prev = x0_sample[:, live]  # (B, m, ...)
-        x_noisy = self.cell.schedule.q_sample(x0_prev, lv, self.sampler._randn(x0_prev.shape, x0_prev, self.generator))
-        _, x0_live, _ = self.cell(z_live, x_noisy.flatten(0, 1), lv.flatten(), cond)
-        x0_run = self.x[:, self.start : self.stop].clone()  # clean run tokens keep their value
-        x0_run[:, live] = x0_live.reshape(*lv.shape, *x0_live.shape[1:])
-        return self._chunk(x0_run, 1), x0_run
-
-    def resample(self, _: int) -> Tensor:
-        """Another sample of each not-yet-clean run token at its level: sqrt(ᾱ)·x̂0_prev + sqrt(1−ᾱ)·ξ (MCG)."""
-        x_run = self.x[:, self.start : self.stop]
-        lv = self.frm[self.start : self.stop].expand(x_run.shape[0], -1)
-        noise = self.sampler._randn(x_run.shape, x_run, self.generator)
-        fresh = self.cell.schedule.q_sample(self.prev_x0[:, self.start : self.stop], lv, noise)
-        clean = (lv == CLEAN_LEVEL).reshape(*lv.shape, *([1] * (x_run.ndim - 2)))
-        return torch.where(clean, x_run, fresh)
+    def repredict(self, x_live: Tensor) -> Tensor:
+        """x̂0 of the run when the live tokens' inputs are ``x_live (B, m, ...)`` and every token keeps the latent of
+        the last :meth:`predict` (the main chain's z_{t−1}): one cell call over B·m tokens. Clean run tokens keep
+        their value. Returns ``(B, n, ...)``."""
+        if self.latents_in is None:
+            raise RuntimeError("RowPredictor.repredict needs the latents of a predict() call first")
+        b, m = x_live.shape[:2]
+        lv = self.levels[self.live].expand(b, m)
+        z = self.latents_in[:, self.live].flatten(0, 1)
+        cond = None if self.cond is None else self.cond[:, self.live].flatten(0, 1)
+        _, x0_live, _ = self.cell(z, x_live.flatten(0, 1), lv.flatten(), cond)
+        x0_run = self.x[:, self.start : self.stop].clone()
+        x0_run[:, self.live] = x0_live.reshape(b, m, *x0_live.shape[1:])
+        return x0_run
 
 
 class Sampler:
@@ -221,7 +216,8 @@ class Sampler:
         )
         return to_levels(matrix, grid)
 
-    def _randn(self, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    def noise(self, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Gaussian noise clamped to ±``clip_noise`` (method.md §7 step 1), like ``like``'s device and dtype."""
         noise = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
         return noise.clamp(-self.clip_noise, self.clip_noise)
 
@@ -255,6 +251,17 @@ class Sampler:
         z, _, _ = cell(z, x_in, level, cond)
         return z
 
+    def commit_tokens(
+        self, cell: DenoisingCell, z: Tensor, x: Tensor, cond: Tensor | None = None, noise: Tensor | None = None
+    ) -> Tensor:
+        """Advance the latent over clean tokens ``x (B, n, ...)`` one by one (conditions ``(B, n, C)`` and "noise"-mode
+        stabilisation noise ``(B, n, ...)`` optional); returns the latent after the last one."""
+        with torch.no_grad():
+            for t in range(x.shape[1]):
+                c = None if cond is None else cond[:, t]
+                z = self.commit(cell, z, x[:, t], c, None if noise is None else noise[:, t])
+        return z
+
     # -- one chunk -------------------------------------------------------------------------------------------
     def denoise_chunk(
         self,
@@ -275,71 +282,56 @@ class Sampler:
         computed from token t's noisier input of this row (paper App. D.6).
         """
         schedule = cell.schedule
-        num_levels = schedule.num_levels
-        self._check_stabilization(num_levels)
-        batch = z_ctx.shape[0]
-        shape = (batch, horizon, *cell.token_shape)
-        levels = self.level_matrix(horizon, num_levels).to(z_ctx.device)  # (M, H)
-        x = self._randn(shape, z_ctx, generator) if x_init is None else x_init.clone()
+        self._check_stabilization(schedule.num_levels)
+        shape = (z_ctx.shape[0], horizon, *cell.token_shape)
+        levels = self.level_matrix(horizon, schedule.num_levels).to(z_ctx.device)  # (M, H)
+        x = self.noise(shape, z_ctx, generator) if x_init is None else x_init.clone()
         if x.shape != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x.shape)}")
-        stab_noise = self._randn(shape, x, generator) if self.stabilization_mode == "noise" else None
-        prev_x0 = torch.zeros_like(x)  # last prediction per token, re-noised by MCG
-        prefix_z, prefix_len = z_ctx, 0
-
-        def token_noise(t: int) -> Tensor | None:
-            return None if stab_noise is None else stab_noise[:, t]
-
-        def token_cond(t: int) -> Tensor | None:
-            return None if cond is None else cond[:, t]
-
+        stab_noise = self.noise(shape, x, generator) if self.stabilization_mode == "noise" else None
+        prefix_z, start = z_ctx, 0
         for m in range(1, levels.shape[0]):
             frm, to = levels[m - 1], levels[m]
-            # 1. extend the cached prefix over tokens that became clean in the previous row
-            with torch.no_grad():
-                while prefix_len < horizon and frm[prefix_len] == CLEAN_LEVEL:
-                    prefix_z = self.commit(
-                        cell, prefix_z, x[:, prefix_len], token_cond(prefix_len), token_noise(prefix_len)
-                    )
-                    prefix_len += 1
+            # 1. extend the cached prefix over the tokens that became clean in the previous row
+            done = start + _leading_clean(frm[start:])
+            prefix_z = self._commit_span(cell, prefix_z, x, cond, stab_noise, start, done)
+            start = done
             changed = (to != frm).nonzero().flatten()
             if len(changed) == 0:
                 continue
-            # 2. choose the tokens to run: up to the last changing one (all of them when guided)
+            # 2. run the tokens up to the last changing one (all of them when guided: the energy sees the plan)
             stop = horizon if guidance is not None else int(changed[-1]) + 1
-            row = _Row(self, cell, prefix_z, x, frm, prefix_len, stop, cond, stab_noise, prev_x0, generator)
-            x_run = x[:, prefix_len:stop]
-            # 3. predictions (and the guidance gradient) for the run tokens
+            row = RowPredictor(self, cell, prefix_z, x, frm, start, stop, cond, stab_noise, generator)
             if guidance is None:
                 with torch.no_grad():
-                    _, x0_run, eps_run = row.chain(x_run, 1)
+                    _, x0_run, eps_run = row.predict(x[:, start:stop])
                 grad = None
             else:
-                grad, x0_run, eps_run = guidance.gradient(x_run, row.resample, row.chain, row.branch)
-            prev_x0[:, prefix_len:stop] = x0_run
-            # 4. move tokens whose level drops from frm to to; keep the others
-            sel = changed - prefix_len  # positions inside the run
-            a_from = schedule.alpha_bar(frm[changed]).unsqueeze(0)  # (1, n): broadcast over the batch
-            a_to = schedule.alpha_bar(to[changed]).unsqueeze(0)
-            x0_sel, eps_sel, x_sel = x0_run[:, sel], eps_run[:, sel], x_run[:, sel]
-            noise = self._randn(x_sel.shape, x_sel, generator) if (self.eta > 0 or self.step_type == "ddpm") else None
-            if self.step_type == "ddpm":
-                x_new = ddpm_step(x_sel, x0_sel, a_from, a_to, noise)
-                _, g = ddim_step(x0_sel, eps_sel, a_from, a_to, 1.0, None)
-            else:
-                x_new, g = ddim_step(x0_sel, eps_sel, a_from, a_to, self.eta, noise)
+                grad, x0_run, eps_run = guidance.gradient(x[:, start:stop], row)
+            # 3. move the tokens whose level drops from frm to to; keep the others
+            sel = changed - start  # positions inside the run
+            x_new, g = self._step(x[:, changed], x0_run[:, sel], eps_run[:, sel], schedule, frm[changed],
+                                  to[changed], generator)  # fmt: skip
             if grad is not None:
                 x_new = x_new + guidance.scale * g * grad[:, sel]
             x = x.clone()
             x[:, changed] = x_new.detach()
-        # 5. commit the rest of the chunk so the next chunk starts from its latent
-        with torch.no_grad():
-            while prefix_len < horizon:
-                prefix_z = self.commit(
-                    cell, prefix_z, x[:, prefix_len], token_cond(prefix_len), token_noise(prefix_len)
-                )
-                prefix_len += 1
-        return x, prefix_z
+        # 4. commit the rest of the chunk so that the next chunk starts from its latent
+        return x, self._commit_span(cell, prefix_z, x, cond, stab_noise, start, horizon)
+
+    def _commit_span(self, cell, z, x, cond, noise, start: int, stop: int) -> Tensor:
+        sl = slice(start, stop)
+        return self.commit_tokens(cell, z, x[:, sl], None if cond is None else cond[:, sl],
+                                  None if noise is None else noise[:, sl])  # fmt: skip
+
+    def _step(self, x_k, x0, eps, schedule, frm: Tensor, to: Tensor, generator) -> tuple[Tensor, Tensor]:
+        """DDIM (or ancestral DDPM) from levels ``frm`` to ``to`` ``(n,)`` for tokens ``(B, n, ...)``; returns
+        ``(x', g)`` with the guidance constant g of the DDIM step (method.md §7, §11)."""
+        a_from, a_to = schedule.alpha_bar(frm).unsqueeze(0), schedule.alpha_bar(to).unsqueeze(0)  # (1, n)
+        noise = self.noise(x_k.shape, x_k, generator) if (self.eta > 0 or self.step_type == "ddpm") else None
+        if self.step_type == "ddpm":
+            return ddpm_step(x_k, x0, a_from, a_to, noise), ddim_step(x0, eps, a_from, a_to, 1.0, None)[1]
+        return ddim_step(x0, eps, a_from, a_to, self.eta, noise)
 
     # -- rollouts --------------------------------------------------------------------------------------------
     def iter_rollout(
@@ -361,13 +353,11 @@ class Sampler:
         if cond is not None and cond.shape[1] < n_ctx + n_tokens:
             raise ValueError(f"cond covers {cond.shape[1]} tokens but context + rollout need {n_ctx + n_tokens}")
         self._check_stabilization(cell.schedule.num_levels)
-        with torch.no_grad():
-            for t in range(n_ctx):
-                c = None if cond is None else cond[:, t]
-                noise = (
-                    self._randn(context[:, t].shape, context, generator) if self.stabilization_mode == "noise" else None
-                )
-                z = self.commit(cell, z, context[:, t], c, noise)
+        if n_ctx:
+            noise = None
+            if self.stabilization_mode == "noise":  # drawn token-major: the same stream as one draw per token
+                noise = self.noise((n_ctx, *context[:, 0].shape), context, generator).transpose(0, 1)
+            z = self.commit_tokens(cell, z, context, None if cond is None else cond[:, :n_ctx], noise)
         pos = 0
         while pos < n_tokens:
             h = n_tokens - pos if self.chunk_size < 0 else min(self.chunk_size, n_tokens - pos)

@@ -1,12 +1,14 @@
 """Maze2d planning evaluation (protocols.md §2): MPC with Diffusion Forcing plans in vectorised environments.
 
 Per mode (``no_guidance`` = behaviour cloning of the random-walk data, ``guidance`` = goal guidance with one
-sample, ``mcg`` = Monte Carlo Guidance with ``mc_samples`` futures), ``num_envs`` environments seeded
+sample, ``mcg`` = Monte Carlo Guidance with ``mc_samples`` samples), ``num_envs`` environments seeded
 ``seed + i`` start at random cells; the target is the maze's ``G`` cell (single task) or a random cell per env
 (``multi_task``). While steps remain: plan the rest of the episode (``ceil(remaining / fs)`` tokens) from
 ``z_0 = encoder(current observation)`` with the configured sampler (pyramid by default) and the goal energy of
-every predicted position, then execute the first ``open_loop_horizon`` *diffused* actions and replan. Plans run
-in fp32; a NaN action is an error (its cause must be fixed, not masked).
+every predicted position (the official normalisation by default: ``n_frames × mean`` over the planned frames,
+the padded last frame at weight 0; ``energy_normalization=sum`` sums over frames instead), then execute the
+first ``open_loop_horizon`` *diffused* actions and replan. Plans run in fp32; a NaN action is an error (its
+cause must be fixed, not masked).
 
 Metrics per mode: ``return_mean``/``return_std`` (raw summed sparse reward over the episode, the paper's
 protocol), ``normalized_score`` (D4RL), ``success_rate`` (reached within 0.5 at least once) and
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from algorithms.diffusion_forcing.guidance import GoalDistanceEnergy, Guidance, check_mc_mode
+from algorithms.diffusion_forcing.guidance import ENERGY_NORMALIZATIONS, GoalDistanceEnergy, Guidance, check_mc_mode
 from datasets.maze2d.env import VectorMaze2d
 from datasets.maze2d.layouts import EPISODE_STEPS, Layout
 from utils.distributed import broadcast, rank_world
@@ -43,7 +45,8 @@ class MazePlanningEvaluator:
         open_loop_horizon: int = 10,
         guidance_scale: float = 10.0,
         mc_samples: int = 8,
-        mc_mode: str = "futures",
+        mc_mode: str = "branch",
+        energy_normalization: str = "official",
         modes: Sequence[str] = MODES,
         multi_task: bool = False,
         seed: int = 0,
@@ -64,6 +67,12 @@ class MazePlanningEvaluator:
         check_mc_mode(mc_mode, "evaluator.mc_mode")
         self.mc_samples = mc_samples
         self.mc_mode = mc_mode
+        if energy_normalization not in ENERGY_NORMALIZATIONS:
+            raise ValueError(
+                f"unknown evaluator.energy_normalization {energy_normalization!r}; "
+                f"choose one of {ENERGY_NORMALIZATIONS}"
+            )
+        self.energy_normalization = energy_normalization
         self.modes = list(modes)
         self.multi_task = multi_task
         self.seed = seed
@@ -71,9 +80,18 @@ class MazePlanningEvaluator:
         self.plot_envs = plot_envs
 
     def guidance(self, module: DiffusionForcing, goals: torch.Tensor, mode: str) -> Guidance | None:
+        """The goal energy of a plan of the rest of the episode (method.md §11): ``n_frames`` is the episode window
+        and the last planned frame, the padded observation at the episode's end, gets weight 0."""
         if mode == "no_guidance":
             return None
-        energy = GoalDistanceEnergy(goals, dims=[0, 1], unnormalize=module.tokens_to_frames)
+        energy = GoalDistanceEnergy(
+            goals,
+            dims=[0, 1],
+            unnormalize=module.tokens_to_frames,
+            normalization=self.energy_normalization,
+            n_frames=self.episode_steps,
+            terminal_weight_zero=True,
+        )
         return Guidance(energy, self.guidance_scale, self.mc_samples if mode == "mcg" else 1, self.mc_mode)
 
     @torch.no_grad()

@@ -1,0 +1,255 @@
+"""One command per results table: train and evaluate every run of a table over seeds, then write the table.
+
+    python -m scripts.reproduce maze2d_umaze_cpu [--seeds 0,1,2] [--launcher local|slurm|submitit_local]
+    python -m scripts.reproduce maze2d_umaze_cpu --collect     # only rebuild the table from finished runs
+    python -m scripts.reproduce --list
+
+A table is data: ``configurations/tables/<table>.yaml`` names its runs (Hydra overrides of ``main.py``) and its
+rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra multirun over the seeds,
+
+    python main.py -m <overrides> seed=0,1,2 hydra.sweep.dir=<out>/<run> hydra.sweep.subdir=seed_${seed}
+
+so ``--launcher slurm`` submits one job per seed (``cluster=slurm``; set the partition with ``--override``).
+The table holds, per row: the value of each seed, mean ± std over seeds (sample std), the 95 % interval of the
+mean (Student t), the mean success rate where the row names one, the mean wall time of a run, and the command.
+It is written to ``<out>/<table>.md`` with the raw per-seed values in ``<out>/<table>.json`` (default ``<out>``:
+``outputs/reproduce/<table>``) and printed. Seeds whose run already finished are not run again, only collected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.paths import PROJECT_ROOT
+
+TABLES_DIR = PROJECT_ROOT / "configurations" / "tables"
+LAUNCHERS = {"local": "cluster=local", "slurm": "cluster=slurm", "submitit_local": "cluster=submitit_local"}
+
+
+class TableError(ValueError):
+    """A table definition or a finished run is not as the table needs; the message says which and how to fix it."""
+
+
+@dataclass
+class Row:
+    label: str
+    run: str
+    metric: str
+    success: str | None = None
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    seeds: list[int]
+    runs: dict[str, list[str]]
+    rows: list[Row]
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def table_path(name: str) -> Path:
+    return TABLES_DIR / f"{name}.yaml"
+
+
+def available_tables() -> list[str]:
+    return sorted(p.stem for p in TABLES_DIR.glob("*.yaml"))
+
+
+def load_table(name: str) -> Table:
+    """Read and check ``configurations/tables/<name>.yaml``."""
+    path = table_path(name)
+    if not path.is_file():
+        raise TableError(f"no table {name!r}: {path} does not exist; tables: {', '.join(available_tables())}")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise TableError(f"{path} is not valid YAML: {err}") from None
+    unknown = set(spec) - {"title", "seeds", "runs", "rows", "notes"}
+    if unknown:
+        raise TableError(f"{path}: unknown keys {sorted(unknown)}; allowed: title, seeds, runs, rows, notes")
+    runs = spec.get("runs") or {}
+    if not isinstance(runs, dict) or not runs:
+        raise TableError(f"{path}: 'runs' must map run names to lists of main.py overrides")
+    for run, overrides in runs.items():
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise TableError(f"{path}: runs.{run} must be a list of overrides such as 'experiment=debug'")
+        if any(o.split("=")[0].lstrip("+~") in ("seed", "hydra.sweep.dir", "hydra.sweep.subdir") for o in overrides):
+            raise TableError(f"{path}: runs.{run} must not set seed or hydra.sweep.*; the script sets them")
+    rows = []
+    for i, row in enumerate(spec.get("rows") or []):
+        missing = {"label", "run", "metric"} - set(row)
+        if missing:
+            raise TableError(f"{path}: rows[{i}] lacks {sorted(missing)}")
+        if row["run"] not in runs:
+            raise TableError(f"{path}: rows[{i}].run {row['run']!r} is not one of the runs {sorted(runs)}")
+        extra = set(row) - {"label", "run", "metric", "success"}
+        if extra:
+            raise TableError(
+                f"{path}: rows[{i}] has unknown keys {sorted(extra)}; allowed: label, run, metric, success"
+            )
+        rows.append(Row(**row))
+    if not rows:
+        raise TableError(f"{path}: 'rows' is empty")
+    seeds = spec.get("seeds", [0, 1, 2])
+    return Table(name, str(spec.get("title", name)), [int(s) for s in seeds], runs, rows, str(spec.get("notes", "")))
+
+
+def multirun_command(table: Table, run: str, seeds: list[int], out: Path, launcher: str, extra: list[str]) -> list[str]:
+    """The ``main.py -m`` command of one run over the seeds."""
+    if launcher not in LAUNCHERS:
+        raise TableError(f"unknown --launcher {launcher!r}; choose one of {sorted(LAUNCHERS)}")
+    return [
+        sys.executable, "main.py", "-m", *table.runs[run], *extra, LAUNCHERS[launcher],
+        f"seed={','.join(str(s) for s in seeds)}",
+        f"hydra.sweep.dir={out / run}", "hydra.sweep.subdir=seed_${seed}",
+    ]  # fmt: skip
+
+
+def run_dir(out: Path, run: str, seed: int) -> Path:
+    return out / run / f"seed_{seed}"
+
+
+def student_t975(dof: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    """Mean, sample std and the half-width of the 95 % interval of the mean (nan for one seed)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "std": math.nan, "ci95": math.nan}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return {"mean": mean, "std": std, "ci95": student_t975(n - 1) * std / math.sqrt(n)}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise TableError(f"{path} is missing: the {what} did not finish; rerun without --collect, or check its log")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise TableError(f"{path} is not valid JSON ({err}); rerun that seed") from None
+
+
+def finished(out: Path, run: str, seed: int) -> bool:
+    """A run counts as finished when it wrote its metrics and its wall time (``experiments.run``)."""
+    d = run_dir(out, run, seed)
+    try:
+        return (d / "metrics.json").is_file() and "wall_time_s" in json.loads((d / "run_info.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def collect(
+    table: Table, seeds: list[int], out: Path, commands: dict[str, str], reproduce_cmd: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """The markdown table, and the raw per-seed values, from each run's ``metrics.json`` and ``run_info.json``."""
+    raw: dict[str, Any] = {"table": table.name, "seeds": seeds, "rows": []}
+    fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
+    lines = [
+        f"# {table.title}",
+        "",
+        f"Seeds {', '.join(map(str, seeds))}; mean ± std (sample std over seeds); 95 % CI: mean ± t·std/√n."
+        + (f" Reproduce: `{reproduce_cmd}`." if reproduce_cmd else ""),
+        "",
+        f"| row | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std | 95 % CI | success | wall time / run | "
+        "command |",
+        "|---|" + "---|" * len(seeds) + "---|---|---|---|---|",
+    ]
+    for row in table.rows:
+        values, success, walls = [], [], []
+        for s in seeds:
+            d = run_dir(out, row.run, s)
+            metrics = _read_json(d / "metrics.json", f"run {row.run} seed {s}")
+            if row.metric not in metrics:
+                raise TableError(
+                    f"{d / 'metrics.json'} has no {row.metric!r} (rows of table {table.name}); keys: {sorted(metrics)}"
+                )
+            values.append(float(metrics[row.metric]))
+            if row.success:
+                success.append(float(metrics.get(row.success, math.nan)))
+            walls.append(float(_read_json(d / "run_info.json", f"run {row.run} seed {s}").get("wall_time_s", math.nan)))
+        stats = summarise(values)
+        raw["rows"].append(
+            {"label": row.label, "run": row.run, "metric": row.metric, "values": values, **stats,
+             "success": success or None, "wall_time_s": walls, "command": commands[row.run]}
+        )  # fmt: skip
+        ci = (
+            "—"
+            if math.isnan(stats["ci95"])
+            else f"[{stats['mean'] - stats['ci95']:.4g}, {stats['mean'] + stats['ci95']:.4g}]"
+        )
+        succ = fmt(sum(success) / len(success)) if success else "—"
+        wall = sum(walls) / len(walls)
+        wall_s = "—" if math.isnan(wall) else f"{wall / 60:.1f} min"
+        lines.append(
+            f"| {row.label} | {' | '.join(fmt(v) for v in values)} | {fmt(stats['mean'])} ± {fmt(stats['std'])} | "
+            f"{ci} | {succ} | {wall_s} | `{commands[row.run]}` |"
+        )
+    if table.notes:
+        lines += ["", table.notes.strip()]
+    return "\n".join(lines) + "\n", raw
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", nargs="?", help="a file name under configurations/tables/ without .yaml")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the table's own)")
+    parser.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS))
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/reproduce/<table>)")
+    parser.add_argument("--override", action="append", default=[], help="an extra main.py override for every run")
+    parser.add_argument("--collect", action="store_true", help="do not run; build the table from finished runs")
+    parser.add_argument("--list", action="store_true", help="list the tables")
+    args = parser.parse_args(argv)
+    if args.list or not args.table:
+        listing = "\n".join(available_tables())
+        print(listing)
+        return listing
+    try:
+        table = load_table(args.table)
+        seeds = table.seeds if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
+        out = Path(args.out or PROJECT_ROOT / "outputs" / "reproduce" / table.name).resolve()
+        commands = {}
+        for run in table.runs:
+            cmd = multirun_command(table, run, seeds, out, args.launcher, args.override)
+            commands[run] = shlex.join(["python", *cmd[1:]])
+            todo = [s for s in seeds if not finished(out, run, s)]
+            if not args.collect and todo:  # runs already finished are only collected
+                cmd = multirun_command(table, run, todo, out, args.launcher, args.override)
+                print(f"[reproduce] {shlex.join(['python', *cmd[1:]])}", flush=True)
+                done = subprocess.run(cmd, cwd=PROJECT_ROOT)
+                if done.returncode != 0:
+                    raise TableError(f"run {run!r} failed (exit {done.returncode}): {commands[run]}")
+        again = ["python", "-m", "scripts.reproduce", table.name, "--seeds", ",".join(map(str, seeds))]
+        if args.launcher != "local":
+            again += ["--launcher", args.launcher]
+        for override in args.override:
+            again += ["--override", override]
+        markdown, raw = collect(table, seeds, out, commands, shlex.join(again))
+    except (TableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{table.name}.md").write_text(markdown)
+    (out / f"{table.name}.json").write_text(json.dumps(raw, indent=2))
+    print(markdown)
+    return markdown
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""``scripts.reproduce``: one command trains and evaluates a table's runs over seeds and writes the table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from scripts import reproduce
+
+
+def test_debug_table_over_two_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "debug"
+    markdown = reproduce.main(["debug", "--seeds", "0,1", "--out", str(out)])
+    table = (out / "debug.md").read_text()
+    assert table == markdown
+    for seed in (0, 1):
+        assert (out / "debug" / f"seed_{seed}" / "metrics.json").is_file()
+        assert (out / "debug" / f"seed_{seed}" / "checkpoints" / "last.ckpt").is_file()
+    row = next(line for line in table.splitlines() if line.startswith("| validation loss |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # label, seed 0, seed 1, mean ± std, CI, success, wall time, command
+    seed0, seed1 = float(cells[1]), float(cells[2])
+    assert seed0 != seed1  # two different trainings
+    mean, std = (float(v) for v in cells[3].split("±"))
+    assert mean == pytest.approx((seed0 + seed1) / 2, rel=1e-3)
+    assert std == pytest.approx(abs(seed0 - seed1) / math.sqrt(2), rel=1e-2)  # from 4-digit cells
+    assert cells[5] == "—" and cells[6].endswith("min") and "seed=0,1" in cells[7]
+    raw = json.loads((out / "debug.json").read_text())
+    assert raw["rows"][0]["values"] == pytest.approx([seed0, seed1], rel=1e-3)
+    # finished runs are only collected: neither --collect nor a plain rerun trains again
+    stamp = (out / "debug" / "seed_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert reproduce.main(["debug", "--seeds", "0,1", "--out", str(out), "--collect"]) == markdown
+    assert reproduce.main(["debug", "--seeds", "0,1", "--out", str(out)]) == markdown
+    assert (out / "debug" / "seed_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+
+
+def test_summary_statistics_against_their_definitions() -> None:
+    stats = reproduce.summarise([1.0, 2.0, 6.0])
+    assert stats["mean"] == pytest.approx(3.0)
+    assert stats["std"] == pytest.approx(math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))
+    assert stats["ci95"] == pytest.approx(4.302652729911275 * stats["std"] / math.sqrt(3))  # t_{0.975, 2}
+    assert math.isnan(reproduce.summarise([5.0])["ci95"])
+
+
+def test_bad_tables_and_missing_runs_get_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(reproduce.TableError, match="no table 'nope'.*debug"):
+        reproduce.load_table("nope")
+    monkeypatch.setattr(reproduce, "TABLES_DIR", tmp_path)
+    (tmp_path / "t.yaml").write_text("runs: {a: [experiment=debug]}\nrows: [{label: x, run: b, metric: val/loss}]\n")
+    with pytest.raises(reproduce.TableError, match=r"rows\[0\].run 'b' is not one of the runs"):
+        reproduce.load_table("t")
+    (tmp_path / "t.yaml").write_text("runs: {a: [experiment=debug, seed=3]}\nrows: [{label: x, run: a, metric: m}]\n")
+    with pytest.raises(reproduce.TableError, match="must not set seed"):
+        reproduce.load_table("t")
+    (tmp_path / "t.yaml").write_text("runs: {a: [experiment=debug]}\nrows: [{label: x, run: a, metric: val/loss}]\n")
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["t", "--seeds", "0", "--out", str(tmp_path / "o"), "--collect"])
+    assert exit_info.value.code == 2
+    table = reproduce.load_table("t")
+    with pytest.raises(reproduce.TableError, match="metrics.json is missing"):
+        reproduce.collect(table, [0], tmp_path / "o", {"a": "cmd"})
+    assert not reproduce.finished(tmp_path / "o", "a", 0)
+
+
+def test_every_shipped_table_loads() -> None:
+    names = reproduce.available_tables()
+    assert {"debug", "maze2d_umaze_cpu", "maze2d_umaze_multi_cpu", "maze2d_medium_cpu"} <= set(names)
+    for name in names:
+        table = reproduce.load_table(name)
+        assert table.rows and table.seeds
