@@ -80,7 +80,7 @@ def test_custom_matrix_errors(matrix: list, message: str) -> None:
 
 
 def test_unknown_matrix_type_and_float_entries() -> None:
-    with pytest.raises(ValueError, match="scheduling_matrix.type"):
+    with pytest.raises(ValueError, match="algorithm.sampler.scheduling_matrix"):
         build_matrix("spiral", 2, 3)
     with pytest.raises(ValueError, match="integers"):
         validate_matrix(torch.tensor([[3.0, 3.0], [0.5, 0.0], [0.0, 0.0]]), 3)

@@ -93,7 +93,7 @@ def test_teco_format_files_and_bad_episodes(tmp_path: Path) -> None:
     (tmp_path / "train" / "0.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="not readable"):
         VideoDataModule(str(tmp_path), n_frames=16)
-    with pytest.raises(FileNotFoundError, match="no episodes"):
+    with pytest.raises(FileNotFoundError, match="no episodes.*scripts.download_teco"):
         VideoDataModule(str(tmp_path / "nowhere"), n_frames=16)
 
 

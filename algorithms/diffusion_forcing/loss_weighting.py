@@ -62,7 +62,7 @@ def fused_snr_weights(
 def loss_weights(
     kind: str, snr: Tensor, objective: str, clip: float = 5.0, decay: float = 0.96, constant: float = 2.5
 ) -> Tensor:
-    """Dispatch on ``kind`` (key ``algorithm.loss_weighting.type``)."""
+    """Dispatch on ``kind`` (key ``algorithm.loss_weighting``)."""
     match kind:
         case "constant":
             return torch.full_like(snr, constant)
@@ -73,4 +73,6 @@ def loss_weights(
         case "fused_snr_paper":
             return fused_snr_weights(snr, objective, clip, decay, form="paper")
         case _:
-            raise ValueError(f"Unknown loss weighting {kind!r} (key loss_weighting.type); choose one of {WEIGHTINGS}")
+            raise ValueError(
+                f"Unknown loss weighting {kind!r} (key algorithm.loss_weighting); choose one of {WEIGHTINGS}"
+            )

@@ -52,7 +52,7 @@ def make_betas(kind: str, num_levels: int = 1000) -> np.ndarray:
             return _betas_from_alpha_bar(g, num_levels)
         case _:
             raise ValueError(
-                f"Unknown beta schedule {kind!r} (key diffusion.beta_schedule); choose one of {BETA_SCHEDULES}"
+                f"Unknown beta schedule {kind!r} (key algorithm.beta_schedule); choose one of {BETA_SCHEDULES}"
             )
 
 

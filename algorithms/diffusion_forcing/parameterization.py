@@ -13,7 +13,7 @@ OBJECTIVES = ("eps", "x0", "v")
 
 def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {objective!r} (key diffusion.objective); choose one of {OBJECTIVES}")
+        raise ValueError(f"Unknown objective {objective!r} (key algorithm.objective); choose one of {OBJECTIVES}")
     return objective
 
 

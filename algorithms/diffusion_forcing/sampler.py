@@ -180,15 +180,18 @@ class Sampler:
         clip_noise: float = 20.0,
     ) -> None:
         if step_type not in STEP_TYPES:
-            raise ValueError(f"Unknown sampler.step_type {step_type!r}; choose one of {STEP_TYPES}")
+            raise ValueError(f"Unknown algorithm.sampler.step_type {step_type!r}; choose one of {STEP_TYPES}")
         if stabilization_mode not in STABILIZATION_MODES:
             raise ValueError(
-                f"Unknown sampler.stabilization_mode {stabilization_mode!r}; choose one of {STABILIZATION_MODES}"
+                f"Unknown algorithm.sampler.stabilization_mode {stabilization_mode!r}; "
+                f"choose one of {STABILIZATION_MODES}"
             )
         if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"sampler.eta must lie in [0, 1], got {eta}")
+            raise ValueError(f"algorithm.sampler.eta must lie in [0, 1], got {eta}")
         if chunk_size == 0 or chunk_size < -1:
-            raise ValueError(f"sampler.chunk_size must be a positive number of tokens or -1 (all), got {chunk_size}")
+            raise ValueError(
+                f"algorithm.sampler.chunk_size must be a positive number of tokens or -1 (all), got {chunk_size}"
+            )
         self.sampling_steps = sampling_steps
         self.eta = eta
         self.step_type = step_type
@@ -203,7 +206,9 @@ class Sampler:
         if scheduling_matrix != "custom":
             build_matrix(scheduling_matrix, 1, sampling_steps, uncertainty_scale)
         elif matrix is None:
-            raise ValueError("sampler.scheduling_matrix=custom needs sampler.matrix (a list of rows)")
+            raise ValueError(
+                "algorithm.sampler.scheduling_matrix=custom needs algorithm.sampler.matrix (a list of rows)"
+            )
         else:
             build_matrix("custom", len(matrix[0]) if len(matrix) else 1, sampling_steps, matrix=matrix)
 
@@ -224,7 +229,7 @@ class Sampler:
     def _check_stabilization(self, num_levels: int) -> None:
         if not 0 <= self.stabilization_level < num_levels:
             raise ValueError(
-                f"sampler.stabilization_level must lie in [0, {num_levels - 1}] (real levels), "
+                f"algorithm.sampler.stabilization_level must lie in [0, {num_levels - 1}] (real levels), "
                 f"got {self.stabilization_level}"
             )
 

@@ -95,7 +95,7 @@ def build_matrix(
     uncertainty_scale: float = 1.0,
     matrix: Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
-    """Build and validate the matrix named ``kind`` (key ``sampler.scheduling_matrix.type``)."""
+    """Build and validate the matrix named ``kind`` (key ``algorithm.sampler.scheduling_matrix``)."""
     if horizon < 1:
         raise ValueError(f"the sampling horizon must be >= 1 token, got {horizon}")
     match kind:
@@ -118,7 +118,8 @@ def build_matrix(
                 ) from None
         case _:
             raise ValueError(
-                f"Unknown scheduling matrix {kind!r} (key sampler.scheduling_matrix.type); choose one of {MATRIX_TYPES}"
+                f"Unknown scheduling matrix {kind!r} (key algorithm.sampler.scheduling_matrix); "
+                f"choose one of {MATRIX_TYPES}"
             )
     return validate_matrix(result, steps, horizon)
 

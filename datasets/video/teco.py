@@ -60,8 +60,10 @@ def episode_files(root: Path, split: str) -> list[Path]:
     files = sorted(folder.glob("*.npz"))
     if not files:
         raise FileNotFoundError(
-            f"no episodes (*.npz) in {folder}; generate them (python -m scripts.generate_video_data) or point "
-            "dataset.path to a TECO-format folder with train/ and test/"
+            f"no episodes (*.npz) in {folder} (dataset.path): download the TECO DMLab or Minecraft set with "
+            "python -m scripts.download_teco --dataset dmlab|minecraft --out <dir> and pass dataset.path=<dir> (a "
+            "folder with train/ and test/ of .npz episodes); dataset=miniworld_maze and dataset=moving_mnist make "
+            "their own episodes on first use"
         )
     return files
 

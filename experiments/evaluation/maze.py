@@ -80,8 +80,9 @@ class MazePlanningEvaluator:
         self.plot_envs = plot_envs
 
     def guidance(self, module: DiffusionForcing, goals: torch.Tensor, mode: str) -> Guidance | None:
-        """The goal energy of a plan of the rest of the episode (method.md §11): ``n_frames`` is the episode window
-        and the last planned frame, the padded observation at the episode's end, gets weight 0."""
+        """The goal energy of a plan of the rest of the episode (method.md §11), as the official code has it:
+        ``n_frames`` is the episode window, and the last planned frame gets weight 0 (in the official data it is the
+        padded observation after the episode's end; our windows carry the real o_{t+1}, so this drops one frame)."""
         if mode == "no_guidance":
             return None
         energy = GoalDistanceEnergy(
