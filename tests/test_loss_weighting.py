@@ -1,4 +1,4 @@
-"""Fused SNR and min-SNR weights against the check vectors and hand-worked cases (method.md §6)."""
+"""Fused SNR and min-SNR weights against the check vectors and hand-worked cases (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Beta schedules against the check values of method.md §3, and q_sample."""
+"""Beta schedules against the check values of docs/method.md §3, and q_sample."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CHECK = {
     "cosine": [0.99996, 0.99937, 0.99825, 0.97209, 0.84701, 0.49384, 0.14427, 2.4e-9],
     "sigmoid": [0.99970, 0.99692, 0.99367, 0.96051, 0.85085, 0.50000, 0.14915, 3.0e-7],
 }
-# method.md: SNR > 5 holds for i < 130 (linear), < 261 (cosine), < 267 (sigmoid)
+# docs/method.md: SNR > 5 holds for i < 130 (linear), < 261 (cosine), < 267 (sigmoid)
 SNR_BOUNDARY = {"linear": 130, "cosine": 261, "sigmoid": 267}
 
 

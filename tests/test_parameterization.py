@@ -1,4 +1,4 @@
-"""Round trips between the ε, x0 and v objectives (method.md §2)."""
+"""Round trips between the ε, x0 and v objectives (docs/method.md §2)."""
 
 from __future__ import annotations
 

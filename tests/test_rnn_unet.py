@@ -1,4 +1,4 @@
-"""Unit tests of the recurrent U-Net cell for image tokens (method.md §4)."""
+"""Unit tests of the recurrent U-Net cell for image tokens (docs/method.md §4)."""
 
 from __future__ import annotations
 

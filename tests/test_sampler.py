@@ -117,7 +117,7 @@ def test_guidance_gradient_flows_back_through_the_latent_chain() -> None:
 
 
 def _reference_mcg_row(cell, sampler, prefix_z, x, frm, start, energy, r, generator, official=False):
-    """Monte Carlo Guidance for one row, token by token as the paper and the official code define it (method.md
+    """Monte Carlo Guidance for one row, token by token as the paper and the official code define it (docs/method.md
     §12): run the main chain token by token; for each still-noisy token draw R − 1 extra x̂0 samples, each by
     re-noising the previous sample's x̂0 to the token's level and re-predicting it from the SAME latent z_{t−1}
     as the main chain; the samples never feed the chain. The energy is averaged over the R plans.

@@ -1,4 +1,4 @@
-"""Scheduling-matrix invariants and validation errors (method.md §8)."""
+"""Scheduling-matrix invariants and validation errors (docs/method.md §8)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from .parameterization import check_objective, output_to_x0_eps
 
 
 class DenoisingCell(nn.Module):
-    """``(z_{t−1}, x_t^k, k, c_t) -> (z_t, x̂0_t, ε̂_t)`` for a batch of single tokens (method.md §4, §7 step 2)."""
+    """``(z_{t−1}, x_t^k, k, c_t) -> (z_t, x̂0_t, ε̂_t)`` for a batch of single tokens (docs/method.md §4, §7 step 2)."""
 
     def __init__(
         self, backbone: RecurrentBackbone, schedule: NoiseSchedule, objective: str, clip_noise: float = 20.0

@@ -1,4 +1,4 @@
-"""Guidance energies and Monte Carlo Guidance (method.md §11, §12; paper §3.4, App. B.3, B.5).
+"""Guidance energies and Monte Carlo Guidance (docs/method.md §11, §12; paper §3.4, App. B.3, B.5).
 
 An energy maps the predicted clean tokens ``x̂0`` of a chunk, shape ``(B, H, ...)``, to one value per sample
 ``(B,)``: a quantity to *maximise* (e.g. the negative goal distance). The sampler ascends its gradient with
@@ -60,7 +60,7 @@ class Guidance:
         self.mc_mode = mc_mode
 
     def gradient(self, x_in: Tensor, row: RowModel) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``(∇E, x̂0, ε̂)`` for the inputs ``x_in (B, n, ...)`` of one row (method.md §11, §12).
+        """Return ``(∇E, x̂0, ε̂)`` for the inputs ``x_in (B, n, ...)`` of one row (docs/method.md §11, §12).
 
         Sample 0 is the main chain ``row.predict(x_in)``. Monte Carlo Guidance (paper §3.4, App. B.5) averages
         the energy over R samples of the plan in which every token's own input and its past stay at their actual
@@ -96,7 +96,7 @@ ENERGY_NORMALIZATIONS = ("official", "sum")
 
 
 class GoalDistanceEnergy:
-    """Goal guidance for planning (paper App. D.5; method.md §11): the negative distance of every planned position
+    """Goal guidance for planning (paper App. D.5; docs/method.md §11): the negative distance of every planned position
     to the goal, so any step may be the last one.
 
     With ``d_f = ‖x̂0_f[dims] − goal‖`` over the F planned frames and weights ``w_f``, the energy of one plan is

@@ -1,4 +1,4 @@
-"""Per-token loss weights: constant, min-SNR, and Fused SNR (method.md §6, paper App. D.1).
+"""Per-token loss weights: constant, min-SNR, and Fused SNR (docs/method.md §6, paper App. D.1).
 
 All functions take the SNR of each token's level, shape ``(B, T)``, and return weights of the same shape.
 """
@@ -37,7 +37,7 @@ def min_snr_weights(snr: Tensor, objective: str, clip: float = 5.0) -> Tensor:
 def fused_snr_weights(
     snr: Tensor, objective: str, clip: float = 5.0, decay: float = 0.96, form: str = "code"
 ) -> Tensor:
-    """Fused SNR along the token axis (method.md §6; paper App. D.1).
+    """Fused SNR along the token axis (docs/method.md §6; paper App. D.1).
 
     With ``c_t = min(s_t, C)/C`` and ``u_t = s_t/C``, ``S̄_1 = c_1`` and ``S̄_t = d·S̄_{t−1} + (1 − d)·c_t``.
     ``form="code"`` (the official implementation, which produced the paper's video results; ``decay`` is

@@ -5,7 +5,7 @@ Batches are dicts with
     ``nonterminal``  optional ``(B, N)`` bool: frames after the first ``False`` are masked out of the loss
     ``cond``         optional per-frame conditions ``(B, N, C)``
     ``first_obs``    optional ``(B, obs_dim)`` observation that the encoder turns into ``z_0``
-Frames are stacked ``frame_stack`` at a time into tokens ``(B, T, fs·C, ...)`` with T = N / fs (method.md §14).
+Frames are stacked ``frame_stack`` at a time into tokens ``(B, T, fs·C, ...)`` with T = N / fs (docs/method.md §14).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class DiffusionForcing(L.LightningModule):
 
     @property
     def snr_decay(self) -> float:
-        """d = γ^fs (method.md §6), derived here and never written back into the config."""
+        """d = γ^fs (docs/method.md §6), derived here and never written back into the config."""
         return self.cum_snr_decay**self.frame_stack
 
     @property
@@ -155,7 +155,8 @@ class DiffusionForcing(L.LightningModule):
         return rearrange(tokens, "b t (fs c) ... -> b (t fs) c ...", fs=self.frame_stack)
 
     def stack_cond(self, cond: Tensor | None) -> Tensor | None:
-        """Zero the first frame's condition (``zero_first_cond``, official), then stack like frames (method.md §5)."""
+        """Zero the first frame's condition (``zero_first_cond``, official), then stack like frames
+        (docs/method.md §5)."""
         if cond is None:
             return None
         if self.zero_first_cond:
@@ -245,7 +246,7 @@ class DiffusionForcing(L.LightningModule):
         if mask is not None:
             err = rearrange(err, "b t (fs c) ... -> b t fs c ...", fs=self.frame_stack)
             err = err * mask.reshape(*mask.shape, *([1] * (err.ndim - 3)))
-        loss = err.mean() * self.loss_scale  # mean over ALL elements, not over the unmasked ones (method.md §5)
+        loss = err.mean() * self.loss_scale  # mean over ALL elements, not over the unmasked ones (docs/method.md §5)
         return loss, {"levels": levels}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

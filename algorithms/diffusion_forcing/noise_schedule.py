@@ -1,4 +1,4 @@
-"""Beta schedules, ᾱ buffers and the forward process q(x^k | x^0) (method.md §1, §3).
+"""Beta schedules, ᾱ buffers and the forward process q(x^k | x^0) (docs/method.md §1, §3).
 
 Levels are 0-based indices ``0..K-1`` into the ᾱ buffer; level ``-1`` means "clean" (ᾱ = 1).
 """
@@ -16,7 +16,7 @@ CLEAN_LEVEL = -1
 
 
 def _betas_from_alpha_bar(alpha_bar_fn, num_levels: int) -> np.ndarray:
-    """β_i = 1 − ā(u_{i+1}) / ā(u_i) for u_i = i/K, clipped to [0, 0.999] (method.md §3)."""
+    """β_i = 1 − ā(u_{i+1}) / ā(u_i) for u_i = i/K, clipped to [0, 0.999] (docs/method.md §3)."""
     u = np.linspace(0.0, 1.0, num_levels + 1, dtype=np.float64)
     ab = alpha_bar_fn(u) / alpha_bar_fn(np.zeros(1, dtype=np.float64))
     betas = 1.0 - ab[1:] / ab[:-1]
@@ -24,7 +24,7 @@ def _betas_from_alpha_bar(alpha_bar_fn, num_levels: int) -> np.ndarray:
 
 
 def make_betas(kind: str, num_levels: int = 1000) -> np.ndarray:
-    """Return the K betas of schedule ``kind`` in float64 (method.md §3)."""
+    """Return the K betas of schedule ``kind`` in float64 (docs/method.md §3)."""
     if num_levels < 1:
         raise ValueError(f"diffusion.num_levels must be >= 1, got {num_levels}")
     match kind:
@@ -87,7 +87,7 @@ class NoiseSchedule(nn.Module):
         return self._alpha_bar_padded[levels + 1]
 
     def snr(self, levels: Tensor) -> Tensor:
-        """SNR(k) = ᾱ_k / (1 − ᾱ_k) (method.md §0)."""
+        """SNR(k) = ᾱ_k / (1 − ᾱ_k) (docs/method.md §0)."""
         ab = self.alpha_bar(levels)
         return ab / (1.0 - ab)
 
@@ -98,13 +98,13 @@ class NoiseSchedule(nn.Module):
         return ab.sqrt(), (1.0 - ab).clamp_min(0.0).sqrt()
 
     def q_sample(self, x0: Tensor, levels: Tensor, noise: Tensor) -> Tensor:
-        """x^k = sqrt(ᾱ_k) x^0 + sqrt(1 − ᾱ_k) ε (method.md §1)."""
+        """x^k = sqrt(ᾱ_k) x^0 + sqrt(1 − ᾱ_k) ε (docs/method.md §1)."""
         a, s = self.coefficients(levels, x0)
         return a * x0 + s * noise
 
 
 def sampling_grid(num_levels: int, sampling_steps: int) -> Tensor:
-    """DDIM level grid τ_0 = K−1 > τ_1 > … > τ_S = −1 (method.md §7): ``int(linspace(−1, K−1, S+1))`` reversed."""
+    """DDIM level grid τ_0 = K−1 > τ_1 > … > τ_S = −1 (docs/method.md §7): ``int(linspace(−1, K−1, S+1))`` reversed."""
     if not 1 <= sampling_steps <= num_levels:
         raise ValueError(
             f"sampler.sampling_steps must lie in [1, {num_levels}] (diffusion.num_levels), got {sampling_steps}"

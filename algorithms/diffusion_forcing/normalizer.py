@@ -1,4 +1,4 @@
-"""Per-channel data normalisation kept as buffers, so the statistics travel inside checkpoints (method.md §1)."""
+"""Per-channel data normalisation kept as buffers, so the statistics travel inside checkpoints (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Network targets and conversions between the ε, x0 and v objectives (method.md §2).
+"""Network targets and conversions between the ε, x0 and v objectives (docs/method.md §2).
 
 Glossary: ``a = sqrt(ᾱ_k)``, ``s = sqrt(1 − ᾱ_k)``, ``x_k = a·x0 + s·ε``, ``v = a·ε − s·x0``.
 All functions are elementwise; ``a`` and ``s`` must broadcast against the data.
@@ -59,7 +59,7 @@ def training_target(objective: str, x0: Tensor, eps: Tensor, a: Tensor, s: Tenso
 def output_to_x0_eps(
     objective: str, output: Tensor, x_k: Tensor, a: Tensor, s: Tensor, clip_noise: float | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Convert a network output to the pair (x̂0, ε̂) (method.md §2 table)."""
+    """Convert a network output to the pair (x̂0, ε̂) (docs/method.md §2 table)."""
     match objective:
         case "eps":
             eps = output if clip_noise is None else output.clamp(-clip_noise, clip_noise)

@@ -1,4 +1,4 @@
-"""Sampling with a scheduling matrix (Algorithm 2; method.md §7–§12).
+"""Sampling with a scheduling matrix (Algorithm 2; docs/method.md §7–§12).
 
 Glossary
     K        number of diffusion levels; real levels are 0..K−1 and −1 means clean
@@ -6,7 +6,7 @@ Glossary
     ᾱ_k      cumulative product of (1 − β); ᾱ_{−1} = 1
     η        DDIM stochasticity (0 deterministic, 1 = DDPM posterior)
     σ        DDIM noise scale  η·sqrt((1 − ᾱ/ᾱ')(1 − ᾱ')/(1 − ᾱ))
-    L        stabilisation level: clean history is presented to the cell as level L (method.md §9)
+    L        stabilisation level: clean history is presented to the cell as level L (docs/method.md §9)
 
 Layouts: chunks of tokens are ``(B, H, *token_shape)``; one row of the matrix gives levels ``(H,)``.
 """
@@ -40,12 +40,12 @@ def _expand(coef: Tensor, like: Tensor) -> Tensor:
 def ddim_step(
     x0: Tensor, eps: Tensor, alpha_bar: Tensor, alpha_bar_next: Tensor, eta: float, noise: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """One DDIM step from level τ (ᾱ) to τ' (ᾱ') per token (method.md §7 step 3; Song et al. 2021, Eq. 12).
+    """One DDIM step from level τ (ᾱ) to τ' (ᾱ') per token (docs/method.md §7 step 3; Song et al. 2021, Eq. 12).
 
     1. σ = η·sqrt((1 − ᾱ/ᾱ')·(1 − ᾱ')/(1 − ᾱ))
     2. c = sqrt(1 − ᾱ' − σ²)
     3. x' = sqrt(ᾱ')·x̂0 + c·ε̂ + σ·ξ
-    4. guidance constant g = (1 − ᾱ) − c·sqrt(1 − ᾱ), set to 0 when τ' = −1 (method.md §11)
+    4. guidance constant g = (1 − ᾱ) − c·sqrt(1 − ᾱ), set to 0 when τ' = −1 (docs/method.md §11)
     ``alpha_bar`` and ``alpha_bar_next`` broadcast against the leading dims of ``x0``. Returns ``(x', g)``.
     """
     a = _expand(alpha_bar, x0)
@@ -83,7 +83,7 @@ class RowPredictor:
     :meth:`predict` runs the causal chain once over the run from the cached latent of the clean prefix (one
     ``forward_sequence``: the backbone batches its non-recurrent parts over the tokens) and records the latent
     fed to every run token. :meth:`repredict` re-predicts the live (still noisy) run tokens from those *main*
-    latents in one batched cell call, which is what Monte Carlo Guidance needs (method.md §12). Finished run tokens
+    latents in one batched cell call, which is what Monte Carlo Guidance needs (docs/method.md §12). Finished run tokens
     that are not yet in the cached prefix are presented at the stabilisation level and keep their value.
     """
 
@@ -222,7 +222,7 @@ class Sampler:
         return to_levels(matrix, grid)
 
     def noise(self, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Gaussian noise clamped to ±``clip_noise`` (method.md §7 step 1), like ``like``'s device and dtype."""
+        """Gaussian noise clamped to ±``clip_noise`` (docs/method.md §7 step 1), like ``like``'s device and dtype."""
         noise = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
         return noise.clamp(-self.clip_noise, self.clip_noise)
 
@@ -283,7 +283,7 @@ class Sampler:
         For each row m (noisy → clean), from the cached latent of the clean prefix: run the cell on every token
         from the first unfinished one to the last one that must be run, presenting token t at its current level
         (clean tokens at the stabilisation level), take a DDIM/DDPM step for tokens whose level drops, keep the
-        others, and add ``scale·g·∇E`` when guided (method.md §8, §11). The latent handed to token t+1 is the one
+        others, and add ``scale·g·∇E`` when guided (docs/method.md §8, §11). The latent handed to token t+1 is the one
         computed from token t's noisier input of this row (paper App. D.6).
         """
         schedule = cell.schedule
@@ -331,7 +331,7 @@ class Sampler:
 
     def _step(self, x_k, x0, eps, schedule, frm: Tensor, to: Tensor, generator) -> tuple[Tensor, Tensor]:
         """DDIM (or ancestral DDPM) from levels ``frm`` to ``to`` ``(n,)`` for tokens ``(B, n, ...)``; returns
-        ``(x', g)`` with the guidance constant g of the DDIM step (method.md §7, §11)."""
+        ``(x', g)`` with the guidance constant g of the DDIM step (docs/method.md §7, §11)."""
         a_from, a_to = schedule.alpha_bar(frm).unsqueeze(0), schedule.alpha_bar(to).unsqueeze(0)  # (1, n)
         noise = self.noise(x_k.shape, x_k, generator) if (self.eta > 0 or self.step_type == "ddpm") else None
         if self.step_type == "ddpm":
@@ -352,7 +352,7 @@ class Sampler:
         """Yield generated chunks ``(B, h, ...)`` of an ``n_tokens`` rollout after optional clean ``context``.
 
         ``cond`` covers context and generated tokens: ``(B, T_ctx + n_tokens, C)``. Only the latent is carried
-        from chunk to chunk, so memory does not grow with ``n_tokens`` (method.md §10).
+        from chunk to chunk, so memory does not grow with ``n_tokens`` (docs/method.md §10).
         """
         n_ctx = 0 if context is None else context.shape[1]
         if cond is not None and cond.shape[1] < n_ctx + n_tokens:

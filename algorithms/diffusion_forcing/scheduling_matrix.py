@@ -1,4 +1,4 @@
-"""Scheduling matrices for Algorithm 2 (method.md §8).
+"""Scheduling matrices for Algorithm 2 (docs/method.md §8).
 
 A matrix has shape ``(M, H)``: row m gives, for each of the H tokens of a chunk, the number of DDIM steps
 *remaining* r ∈ {0..S} (r = S pure noise, r = 0 clean). Rows go from noisiest (all S) to clean (all 0) and

@@ -80,7 +80,7 @@ class MazePlanningEvaluator:
         self.plot_envs = plot_envs
 
     def guidance(self, module: DiffusionForcing, goals: torch.Tensor, mode: str) -> Guidance | None:
-        """The goal energy of a plan of the rest of the episode (method.md §11), as the official code has it:
+        """The goal energy of a plan of the rest of the episode (docs/method.md §11), as the official code has it:
         ``n_frames`` is the episode window, and the last planned frame gets weight 0 (in the official data it is the
         padded observation after the episode's end; our windows carry the real o_{t+1}, so this drops one frame)."""
         if mode == "no_guidance":

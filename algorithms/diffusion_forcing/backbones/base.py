@@ -29,7 +29,7 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class LevelEmbedding(nn.Module):
-    """sinusoidal(dim) → Linear(dim, hidden) → GELU → Linear(hidden, out) (method.md §4)."""
+    """sinusoidal(dim) → Linear(dim, hidden) → GELU → Linear(hidden, out) (docs/method.md §4)."""
 
     def __init__(self, dim: int, out_dim: int, hidden_dim: int | None = None) -> None:
         super().__init__()
@@ -92,7 +92,7 @@ class InitialState(nn.Module):
 
 
 class RecurrentBackbone(nn.Module, abc.ABC):
-    """Interface of a causal recurrent denoiser cell (method.md §4).
+    """Interface of a causal recurrent denoiser cell (docs/method.md §4).
 
     ``forward(z_prev (B, *z_shape), x_noisy (B, *token_shape), noise_level (B,), cond (B, C) | None)``
     returns ``(z_next (B, *z_shape), output (B, *token_shape))``: the latent after seeing the noisy token,

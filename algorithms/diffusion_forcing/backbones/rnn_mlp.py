@@ -1,4 +1,4 @@
-"""Residual MLP + GRU stack for vector tokens (planning, time series, 2-D trajectories; method.md §4)."""
+"""Residual MLP + GRU stack for vector tokens (planning, time series, 2-D trajectories; docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recurrent U-Net cell for image tokens: U-Net dynamics, ConvGRU latent, ResNet-block head (method.md §4)."""
+"""Recurrent U-Net cell for image tokens: U-Net dynamics, ConvGRU latent, ResNet-block head (docs/method.md §4)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from torch import Tensor, nn
 
 from .base import InitialState, LevelEmbedding, RecurrentBackbone
 
-NORM_GROUPS = 8  # GroupNorm(8) in every ResNet block (method.md §4, "Official U-Net")
+NORM_GROUPS = 8  # GroupNorm(8) in every ResNet block (docs/method.md §4, "Official U-Net")
 
 
 class ResnetBlock(nn.Module):
-    """Two (3×3 conv → GroupNorm(8) → SiLU) with FiLM of the level embedding after the first norm (method.md §4)."""
+    """Two (3×3 conv → GroupNorm(8) → SiLU) with FiLM of the level embedding after the first norm
+    (docs/method.md §4)."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int) -> None:
         super().__init__()
@@ -36,7 +37,7 @@ class ResnetBlock(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    """Pre-norm residual linear attention (softmax over features for q, over positions for k) (method.md §4)."""
+    """Pre-norm residual linear attention (softmax over features for q, over positions for k) (docs/method.md §4)."""
 
     def __init__(self, channels: int, heads: int, head_dim: int) -> None:
         super().__init__()
@@ -60,7 +61,7 @@ class LinearAttention(nn.Module):
 
 
 class FullAttention(nn.Module):
-    """Pre-norm residual multi-head softmax attention over all H·W positions (method.md §4)."""
+    """Pre-norm residual multi-head softmax attention over all H·W positions (docs/method.md §4)."""
 
     def __init__(self, channels: int, heads: int, head_dim: int) -> None:
         super().__init__()
@@ -80,7 +81,7 @@ class FullAttention(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Pixel-unshuffle ×2 (space to channels) then a 1×1 conv (method.md §4)."""
+    """Pixel-unshuffle ×2 (space to channels) then a 1×1 conv (docs/method.md §4)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -92,7 +93,7 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour ×2 then a 3×3 conv (method.md §4)."""
+    """Nearest-neighbour ×2 then a 3×3 conv (docs/method.md §4)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -103,7 +104,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """2-D U-Net with FiLM level conditioning, linear attention outside, full attention innermost (method.md §4)."""
+    """2-D U-Net with FiLM level conditioning, linear attention outside, full attention innermost
+    (docs/method.md §4)."""
 
     def __init__(
         self,
@@ -188,7 +190,7 @@ class UNet(nn.Module):
 
 
 class ConvGRUCell(nn.Module):
-    """Convolutional GRU cell with 3×3 kernels; the hidden state is a slice of z (method.md §4)."""
+    """Convolutional GRU cell with 3×3 kernels; the hidden state is a slice of z (docs/method.md §4)."""
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
@@ -203,7 +205,8 @@ class ConvGRUCell(nn.Module):
 
 
 class RecurrentUNet(RecurrentBackbone):
-    """Causal cell z_t = GRU(UNet(z_{t-1}, x̃_t, k_t), z_{t-1}), output = head(z_t) for image tokens (method.md §4)."""
+    """Causal cell z_t = GRU(UNet(z_{t-1}, x̃_t, k_t), z_{t-1}), output = head(z_t) for image tokens
+    (docs/method.md §4)."""
 
     def __init__(
         self,
@@ -302,7 +305,7 @@ class RecurrentUNet(RecurrentBackbone):
             raise ValueError(f"backbone.cond_dim must be >= 0, got {cond_dim}")
 
     def embed(self, noise_level: Tensor, cond: Tensor | None) -> Tensor:
-        """Level embedding (B, 4·network_size), plus a linear map of cond when cond_dim > 0 (method.md §4)."""
+        """Level embedding (B, 4·network_size), plus a linear map of cond when cond_dim > 0 (docs/method.md §4)."""
         emb = self.level_embedding(noise_level)
         if self.cond_embedding is None:
             if cond is not None:
@@ -315,7 +318,8 @@ class RecurrentUNet(RecurrentBackbone):
     def forward(
         self, z_prev: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """One causal step (method.md §4): z_prev (B, Cz, H, W), x_noisy (B, Cx, H, W), level (B,) -> (z_next, ŷ)."""
+        """One causal step (docs/method.md §4): z_prev (B, Cz, H, W), x_noisy (B, Cx, H, W), level (B,)
+        -> (z_next, ŷ)."""
         if z_prev.shape[1:] != self.z_shape or x_noisy.shape[1:] != self.token_shape:
             raise ValueError(
                 f"expected z_prev (B, *{self.z_shape}) and x_noisy (B, *{self.token_shape}), "
