@@ -1,12 +1,12 @@
 # Two commands for a fresh machine (see README):
 #   make demo   - create/reuse .venv, install, train + evaluate the quickstart on CPU
-#   make test   - create/reuse .venv, install, run the whole test suite
+#   make test   - create/reuse .venv, install, run the whole test suite (make test-quick: without slow tests)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test test-quick lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# the suite without the tests marked slow, for quick local runs (CI runs `make test`)
+test-quick: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,7 @@ log = logging.getLogger("main")
 @hydra.main(version_base="1.3", config_path="configurations", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from experiments.run import ConfigError, run
@@ -22,9 +23,16 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = run(cfg)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, InstantiationException) as err:
-        # Bad input is reported as one clear message (constructors validate their keys); HYDRA_FULL_ERROR=1
-        # shows the full traceback instead.
+    except (
+        ConfigError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        InstantiationException,
+        MisconfigurationException,
+    ) as err:
+        # Bad input is reported as one clear message (constructors validate their keys; Lightning's
+        # misconfiguration errors name the trainer argument); HYDRA_FULL_ERROR=1 shows the full traceback instead.
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         log.error("%s: %s", type(err).__name__, err)

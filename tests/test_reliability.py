@@ -186,6 +186,14 @@ def test_corrupt_sequence_files_are_clear_errors(tmp_path: Path, arrays, needle:
     assert needle in output and "Traceback" not in output
 
 
+def test_lightning_misconfiguration_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    cmd = [sys.executable, "main.py", "experiment=debug", "trainer.max_steps=-5", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "max_steps" in output and "Traceback" not in output
+
+
 def test_wandb_offline_run_records_its_id_and_resume_accepts_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
