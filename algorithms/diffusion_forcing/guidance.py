@@ -127,7 +127,7 @@ class GoalDistanceEnergy:
     ) -> None:
         if normalization not in ENERGY_NORMALIZATIONS:
             raise ValueError(
-                f"unknown goal-energy normalization {normalization!r} (evaluator.energy_normalization); "
+                f"unknown goal-energy normalization {normalization!r} (algorithm.evaluator.energy_normalization); "
                 f"choose one of {ENERGY_NORMALIZATIONS}"
             )
         if n_frames is not None and n_frames < 1:

@@ -68,7 +68,8 @@ class CompositionalEvaluator:
     ) -> None:
         if not 0 < execute_frames <= plan_frames:
             raise ValueError(
-                f"evaluator.execute_frames ({execute_frames}) must lie in [1, evaluator.plan_frames ({plan_frames})]"
+                f"algorithm.evaluator.execute_frames ({execute_frames}) must lie in [1, "
+                f"algorithm.evaluator.plan_frames ({plan_frames})]"
             )
         self.num_samples = num_samples
         self.n_frames = n_frames

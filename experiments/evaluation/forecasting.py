@@ -38,7 +38,7 @@ class ForecastEvaluator:
     ) -> None:
         unknown = [b for b in baselines if b not in BASELINES]
         if unknown:
-            raise ValueError(f"unknown evaluator.baselines {unknown}; choose from {BASELINES}")
+            raise ValueError(f"unknown algorithm.evaluator.baselines {unknown}; choose from {BASELINES}")
         self.num_samples = num_samples
         self.during_training = during_training
         self.baselines = list(baselines)

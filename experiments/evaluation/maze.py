@@ -55,21 +55,21 @@ class MazePlanningEvaluator:
     ) -> None:
         unknown = [m for m in modes if m not in MODES]
         if unknown:
-            raise ValueError(f"unknown evaluator.modes {unknown}; choose from {MODES}")
+            raise ValueError(f"unknown algorithm.evaluator.modes {unknown}; choose from {MODES}")
         if open_loop_horizon < 1:
-            raise ValueError(f"evaluator.open_loop_horizon must be >= 1, got {open_loop_horizon}")
+            raise ValueError(f"algorithm.evaluator.open_loop_horizon must be >= 1, got {open_loop_horizon}")
         self.layout = Layout(maze)
         self.maze = maze
         self.num_envs = num_envs
         self.episode_steps = episode_steps or EPISODE_STEPS[maze]
         self.open_loop_horizon = open_loop_horizon
         self.guidance_scale = guidance_scale
-        check_mc_mode(mc_mode, "evaluator.mc_mode")
+        check_mc_mode(mc_mode, "algorithm.evaluator.mc_mode")
         self.mc_samples = mc_samples
         self.mc_mode = mc_mode
         if energy_normalization not in ENERGY_NORMALIZATIONS:
             raise ValueError(
-                f"unknown evaluator.energy_normalization {energy_normalization!r}; "
+                f"unknown algorithm.evaluator.energy_normalization {energy_normalization!r}; "
                 f"choose one of {ENERGY_NORMALIZATIONS}"
             )
         self.energy_normalization = energy_normalization
@@ -123,7 +123,7 @@ class MazePlanningEvaluator:
             if not np.isfinite(actions).all():
                 raise FloatingPointError(
                     f"the {mode} plan at step {t} holds non-finite actions; check the checkpoint and the guidance "
-                    "scale (evaluator.guidance_scale)"
+                    "scale (algorithm.evaluator.guidance_scale)"
                 )
             for a in np.clip(actions, -1.0, 1.0).transpose(1, 0, 2):
                 if t >= self.episode_steps:

@@ -52,7 +52,7 @@ class VideoEvaluator:
         fvd_size: int = 224,
     ) -> None:
         if context_frames < 1 or num_videos < 1:
-            raise ValueError("evaluator.context_frames and evaluator.num_videos must be >= 1")
+            raise ValueError("algorithm.evaluator.context_frames and algorithm.evaluator.num_videos must be >= 1")
         self.context_frames = context_frames
         self.rollout_frames = rollout_frames
         self.bin_frames = bin_frames
@@ -90,7 +90,8 @@ class VideoEvaluator:
         fs = module.frame_stack
         if self.context_frames % fs or self.context_frames >= horizon:
             raise ValueError(
-                f"evaluator.context_frames ({self.context_frames}) must be a multiple of algorithm.frame_stack ({fs}) "
+                f"algorithm.evaluator.context_frames ({self.context_frames}) must be a multiple of "
+                f"algorithm.frame_stack ({fs}) "
                 f"and shorter than the clips ({horizon} frames)"
             )
         context = clips[:, : self.context_frames]
@@ -129,8 +130,8 @@ class VideoEvaluator:
             metrics["lpips"] = float(lpips(within.flatten(0, 1), truth.flatten(0, 1)).mean())
         else:
             log.info(
-                "video %s: LPIPS skipped (set evaluator.lpips_backbone to torchvision AlexNet weights and "
-                "evaluator.lpips_linear to LPIPS v0.1 alex.pth)",
+                "video %s: LPIPS skipped (set algorithm.evaluator.lpips_backbone to torchvision AlexNet weights and "
+                "algorithm.evaluator.lpips_linear to LPIPS v0.1 alex.pth)",
                 stage,
             )
         if self.fvd_weights:  # clips of the frames after the context; the count and length go with the value
@@ -141,7 +142,9 @@ class VideoEvaluator:
             metrics["fvd"] = self._fvd(truth, within)
             metrics["fvd_clips"], metrics["fvd_frames"] = float(truth.shape[0]), float(truth.shape[1])
         else:
-            log.info("video %s: FVD skipped (set evaluator.fvd_weights to an Inception-I3D state dict)", stage)
+            log.info(
+                "video %s: FVD skipped (set algorithm.evaluator.fvd_weights to an Inception-I3D state dict)", stage
+            )
         path = module.media_dir / f"video_{stage}.gif"
         self.write_gif(path, (clips[:keep] * 255).round().to(torch.uint8).cpu(), torch.cat(kept, dim=1), context)
         self._log_video(module, f"{stage}/video", path)

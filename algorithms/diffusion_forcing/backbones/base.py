@@ -63,10 +63,11 @@ class InitialState(nn.Module):
             case "encoder":
                 if obs_dim is None or obs_dim < 1:
                     raise ValueError(
-                        "backbone.initial_state=encoder needs backbone.obs_dim (the first observation's size)"
+                        "algorithm.backbone.initial_state=encoder needs algorithm.backbone.obs_dim (the first "
+                        "observation's size)"
                     )
                 if len(self.z_shape) != 1:
-                    raise ValueError("backbone.initial_state=encoder is only available for vector latents")
+                    raise ValueError("algorithm.backbone.initial_state=encoder is only available for vector latents")
                 layers: list[nn.Module] = []
                 width = obs_dim
                 for w in encoder_widths:
@@ -76,7 +77,8 @@ class InitialState(nn.Module):
                 self.encoder = nn.Sequential(*layers)
             case _:
                 raise ValueError(
-                    f"Unknown initial state {kind!r} (key backbone.initial_state); choose one of {INITIAL_STATES}"
+                    f"Unknown initial state {kind!r} (key algorithm.backbone.initial_state); choose one of "
+                    f"{INITIAL_STATES}"
                 )
 
     @property

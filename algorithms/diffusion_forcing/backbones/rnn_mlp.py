@@ -86,10 +86,11 @@ class RecurrentMLP(RecurrentBackbone):
             if value < 1:
                 raise ValueError(f"backbone.{key} must be >= 1, got {value}")
         if num_gru_layers < 1:
-            raise ValueError(f"backbone.num_gru_layers must be >= 1, got {num_gru_layers}")
+            raise ValueError(f"algorithm.backbone.num_gru_layers must be >= 1, got {num_gru_layers}")
         if z_dim % num_gru_layers:
             raise ValueError(
-                f"backbone.z_dim ({z_dim}) must be divisible by backbone.num_gru_layers ({num_gru_layers}): "
+                f"algorithm.backbone.z_dim ({z_dim}) must be divisible by algorithm.backbone.num_gru_layers "
+                f"({num_gru_layers}): "
                 "each GRU layer owns an equal slice of z"
             )
         self.token_shape = (token_dim,)

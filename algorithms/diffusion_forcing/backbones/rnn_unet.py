@@ -235,7 +235,8 @@ class RecurrentUNet(RecurrentBackbone):
         )
         if attention and (attn_heads < 1 or attn_head_dim < 1):
             raise ValueError(
-                f"backbone.attn_heads and backbone.attn_head_dim must be >= 1, got {attn_heads}, {attn_head_dim}"
+                "algorithm.backbone.attn_heads and algorithm.backbone.attn_head_dim must be >= 1, got "
+                f"{attn_heads}, {attn_head_dim}"
             )
 
         self.token_shape = (token_channels, height, width)
@@ -279,40 +280,46 @@ class RecurrentUNet(RecurrentBackbone):
     ) -> None:
         """Raise a ValueError naming the offending key for any inconsistent setting."""
         if token_channels < 1 or z_channels < 1:
-            raise ValueError(f"token channels and backbone.z_channels must be >= 1, got {token_channels}, {z_channels}")
+            raise ValueError(
+                f"token channels and algorithm.backbone.z_channels must be >= 1, got {token_channels}, {z_channels}"
+            )
         if network_size < 1 or network_size % NORM_GROUPS:
             raise ValueError(
-                f"backbone.network_size must be a positive multiple of {NORM_GROUPS} (GroupNorm({NORM_GROUPS})), "
+                f"algorithm.backbone.network_size must be a positive multiple of {NORM_GROUPS} "
+                f"(GroupNorm({NORM_GROUPS})), "
                 f"got {network_size}"
             )
         if not dim_mults or min(dim_mults) < 1:
-            raise ValueError(f"backbone.dim_mults must be a non-empty sequence of positive ints, got {dim_mults}")
+            raise ValueError(
+                f"algorithm.backbone.dim_mults must be a non-empty sequence of positive ints, got {dim_mults}"
+            )
         factor = 2 ** (len(dim_mults) - 1)
         if min(image_size) < 1 or any(s % factor for s in image_size):
             raise ValueError(
                 f"the frame size (dataset.frame_shape) {image_size} must be divisible by "
                 f"2**(len(dim_mults) - 1) = {factor} "
-                f"for backbone.dim_mults={dim_mults}"
+                f"for algorithm.backbone.dim_mults={dim_mults}"
             )
         if num_gru_layers < 0:
-            raise ValueError(f"backbone.num_gru_layers must be >= 0, got {num_gru_layers}")
+            raise ValueError(f"algorithm.backbone.num_gru_layers must be >= 0, got {num_gru_layers}")
         if num_gru_layers > 0 and z_channels % num_gru_layers:
             raise ValueError(
-                f"backbone.z_channels={z_channels} must be divisible by backbone.num_gru_layers={num_gru_layers} "
+                f"algorithm.backbone.z_channels={z_channels} must be divisible by "
+                f"algorithm.backbone.num_gru_layers={num_gru_layers} "
                 "(each GRU layer owns an equal slice of z)"
             )
         if cond_dim < 0:
-            raise ValueError(f"backbone.cond_dim must be >= 0, got {cond_dim}")
+            raise ValueError(f"algorithm.backbone.cond_dim must be >= 0, got {cond_dim}")
 
     def embed(self, noise_level: Tensor, cond: Tensor | None) -> Tensor:
         """Level embedding (B, 4·network_size), plus a linear map of cond when cond_dim > 0 (docs/method.md §4)."""
         emb = self.level_embedding(noise_level)
         if self.cond_embedding is None:
             if cond is not None:
-                raise ValueError("got `cond` but this backbone was built with backbone.cond_dim=0")
+                raise ValueError("got `cond` but this backbone was built with algorithm.backbone.cond_dim=0")
             return emb
         if cond is None:
-            raise ValueError(f"backbone.cond_dim={self.cond_dim}: pass `cond` of shape (B, {self.cond_dim})")
+            raise ValueError(f"algorithm.backbone.cond_dim={self.cond_dim}: pass `cond` of shape (B, {self.cond_dim})")
         return emb + self.cond_embedding(cond)
 
     def forward(
