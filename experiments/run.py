@@ -202,6 +202,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
         MetricsJson(run_dir),
         CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"),
     ]
+    callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]  # the callbacks/ group
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     # trainer.plugins: a list of _target_ configs (e.g. a SLURMEnvironment); checkpoints are always atomic
     plugins = [instantiate(p) for p in trainer_kwargs.pop("plugins", None) or []]

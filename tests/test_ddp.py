@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _main(run_dir: Path, devices: int, *overrides: str) -> dict:
     cmd = [
         sys.executable, "main.py", "logger=none", "trainer.accelerator=cpu", f"trainer.devices={devices}",
-        f"trainer.strategy={'ddp' if devices > 1 else 'auto'}", "trainer.enable_progress_bar=false",
+        *(["trainer=ddp"] if devices > 1 else []), "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}", *overrides,
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

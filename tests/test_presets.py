@@ -41,3 +41,23 @@ def test_paper_time_series_presets_differ_only_in_name_and_data(tmp_path: Path) 
         allowed = {"name", "dataset.name"} | ({"dataset.max_target_dim"} if preset == "ts_wikipedia" else set())
         assert differ <= allowed, (preset, differ - allowed)
     assert configs["ts_wikipedia"]["dataset.max_target_dim"] == 2000
+
+
+def test_trainer_presets_and_the_callbacks_group(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import LearningRateMonitor, Timer
+
+    from experiments.run import build_trainer
+
+    cpu = make_cfg(tmp_path, ["experiment=debug", "trainer=cpu"]).trainer
+    gpu = make_cfg(tmp_path, ["experiment=debug", "trainer=gpu"]).trainer
+    ddp = make_cfg(tmp_path, ["experiment=debug", "trainer=ddp"]).trainer
+    assert (cpu.accelerator, cpu.devices, cpu.precision) == ("cpu", 1, "32-true")
+    assert (gpu.accelerator, gpu.devices) == ("gpu", 1)
+    assert (ddp.accelerator, ddp.devices, ddp.strategy) == ("gpu", -1, "ddp")
+    assert cpu.max_steps == 20 and ddp.inference_mode is False  # the preset still wins; the defaults are kept
+    cfg = make_cfg(tmp_path, ["experiment=debug", "trainer=cpu", "callbacks=monitoring", "logger=csv"])
+    trainer = build_trainer(cfg, tmp_path, logger=False)
+    assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
+    assert any(isinstance(c, Timer) for c in trainer.callbacks)
+    plain = build_trainer(make_cfg(tmp_path, ["experiment=debug", "trainer=cpu"]), tmp_path, logger=False)
+    assert not any(isinstance(c, (LearningRateMonitor, Timer)) for c in plain.callbacks)
