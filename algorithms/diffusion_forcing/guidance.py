@@ -95,6 +95,12 @@ class Guidance:
 ENERGY_NORMALIZATIONS = ("official", "sum")
 
 
+def check_energy_normalization(normalization: str, key: str) -> None:
+    """Reject an unknown goal-energy normalisation, naming the config ``key``."""
+    if normalization not in ENERGY_NORMALIZATIONS:
+        raise ValueError(f"unknown {key} {normalization!r}; choose one of {ENERGY_NORMALIZATIONS}")
+
+
 class GoalDistanceEnergy:
     """Goal guidance for planning (paper App. D.5; docs/method.md §11): the negative distance of every planned position
     to the goal, so any step may be the last one.
@@ -125,11 +131,9 @@ class GoalDistanceEnergy:
         n_frames: int | None = None,
         terminal_weight_zero: bool = False,
     ) -> None:
-        if normalization not in ENERGY_NORMALIZATIONS:
-            raise ValueError(
-                f"unknown goal-energy normalization {normalization!r} (algorithm.evaluator.energy_normalization); "
-                f"choose one of {ENERGY_NORMALIZATIONS}"
-            )
+        check_energy_normalization(
+            normalization, "goal-energy normalization (algorithm.evaluator.energy_normalization)"
+        )
         if n_frames is not None and n_frames < 1:
             raise ValueError(f"the goal energy's n_frames (the episode window) must be >= 1, got {n_frames}")
         self.goal = goal

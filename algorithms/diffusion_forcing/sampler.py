@@ -107,7 +107,8 @@ class RowPredictor:
         self.live = (~self.clean).nonzero().flatten()  # run positions still noisy
         self.cond = None if cond is None else cond[:, start:stop]
         self.stab_noise = None if stab_noise is None else stab_noise[:, start:stop]
-        self.latents_in: Tensor | None = None  # (B, n, *z): the latent fed to each run token by the last predict
+        self.latents: Tensor | None = None  # (B, n, *z): the latents of the last predict
+        self._z_live: Tensor | None = None  # (B·m, *z): the latent fed to each live token, built once per predict
 
     def _mask(self, like: Tensor) -> Tensor:
         return self.clean.reshape(1, -1, *([1] * (like.ndim - 2)))
@@ -123,7 +124,7 @@ class RowPredictor:
             presented = self.sampler.present_clean_seq(self.cell, x_run, levels, self.stab_noise)
             x_in = torch.where(self._mask(x_run), presented, x_run)
         latents, x0_run, eps_run = self.cell.forward_sequence(self.prefix_z, x_in, levels, self.cond)
-        self.latents_in = torch.cat([self.prefix_z.unsqueeze(1), latents[:, :-1]], dim=1)
+        self.latents, self._z_live = latents, None
         if any_clean:
             x0_run = torch.where(self._mask(x_run), x_run, x0_run)
             eps_run = torch.where(self._mask(x_run), torch.zeros_like(eps_run), eps_run)
@@ -145,11 +146,14 @@ class RowPredictor:
         """x̂0 of the run when the live tokens' inputs are ``x_live (B, m, ...)`` and every token keeps the latent of
         the last :meth:`predict` (the main chain's z_{t−1}): one cell call over B·m tokens. Clean run tokens keep
         their value. Returns ``(B, n, ...)``."""
-        if self.latents_in is None:
+        if self.latents is None:
             raise RuntimeError("RowPredictor.repredict needs the latents of a predict() call first")
         b, m = x_live.shape[:2]
         lv = self.levels[self.live].expand(b, m)
-        z = self.latents_in[:, self.live].flatten(0, 1)
+        if self._z_live is None:  # the same for every sample of the row
+            z_in = torch.cat([self.prefix_z.unsqueeze(1), self.latents[:, :-1]], dim=1)  # z_{t−1} of each token
+            self._z_live = z_in[:, self.live].flatten(0, 1)
+        z = self._z_live
         cond = None if self.cond is None else self.cond[:, self.live].flatten(0, 1)
         _, x0_live, _ = self.cell(z, x_live.flatten(0, 1), lv.flatten(), cond)
         x0_run = self.x[:, self.start : self.stop].clone()

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from algorithms.diffusion_forcing.guidance import ENERGY_NORMALIZATIONS, GoalDistanceEnergy, Guidance, check_mc_mode
+from algorithms.diffusion_forcing.guidance import (
+    GoalDistanceEnergy,
+    Guidance,
+    check_energy_normalization,
+    check_mc_mode,
+)
 from datasets.maze2d.env import VectorMaze2d
 from datasets.maze2d.layouts import EPISODE_STEPS, Layout
 from utils.distributed import broadcast, rank_world
@@ -67,11 +72,7 @@ class MazePlanningEvaluator:
         check_mc_mode(mc_mode, "algorithm.evaluator.mc_mode")
         self.mc_samples = mc_samples
         self.mc_mode = mc_mode
-        if energy_normalization not in ENERGY_NORMALIZATIONS:
-            raise ValueError(
-                f"unknown algorithm.evaluator.energy_normalization {energy_normalization!r}; "
-                f"choose one of {ENERGY_NORMALIZATIONS}"
-            )
+        check_energy_normalization(energy_normalization, "algorithm.evaluator.energy_normalization")
         self.energy_normalization = energy_normalization
         self.modes = list(modes)
         self.multi_task = multi_task
