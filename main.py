@@ -9,6 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+import utils.resolvers  # noqa: F401  (the ${df.*} config resolvers, registered before Hydra composes)
+
 log = logging.getLogger("main")
 
 

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import abc
+import os
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from utils.distributed import PaddedEvalDataset, ShardedBatchSampler
+
+
+def npz_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Shapes of the arrays of an ``.npz`` file read from their ``.npy`` headers only (no array is loaded): the cheap
+    metadata a datamodule gives the model before ``setup``. Raises ``ValueError`` for a file that is not an npz."""
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, _ = read(f)
+                shapes[member[: -len(".npy")]] = tuple(int(n) for n in shape)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{type(err).__name__}: {err}") from None
+    return shapes
 
 
 class TensorDictDataset(Dataset):

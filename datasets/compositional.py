@@ -1,4 +1,4 @@
-"""Compositional generation data (paper §4.3, App. E.2; protocols.md §5): 2-D trajectories forming a cross.
+"""Compositional generation data (paper §4.3, App. E.2; docs/experiments.md §5): 2-D trajectories forming a cross.
 
 Every trajectory is a straight path with small Gaussian jitter from a *left* corner of [−1, 1]² to the opposite
 right corner, so the data are the two diagonals. Starting on the left keeps the direction of travel readable
@@ -11,6 +11,8 @@ followed by the next ``n_frames`` points; points past the end of the trajectory 
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,12 +60,9 @@ class CompositionalDataModule(SequenceDataModule):
         jitter: float = 0.02,
         num_train: int = 1024,
         num_val: int = 64,
-        batch_size: int = 128,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        super().__init__(**{"batch_size": 128, **loader})
         if n_steps < 2 or n_frames < 1:
             raise ValueError(f"dataset.n_steps must be >= 2 and dataset.n_frames >= 1, got {n_steps}, {n_frames}")
         if jitter < 0:

@@ -8,13 +8,14 @@ statistics are computed on the training split only.
 from __future__ import annotations
 
 import zipfile
+from typing import Any
 
 import numpy as np
 import torch
 
 from utils.paths import resolve_path
 
-from .base import SequenceDataModule, TensorDictDataset
+from .base import SequenceDataModule, TensorDictDataset, npz_shapes
 
 OPTIONAL_KEYS = ("nonterminal", "cond", "first_obs")
 
@@ -25,29 +26,47 @@ class NpzSequenceDataModule(SequenceDataModule):
         path: str,
         val_fraction: float = 0.1,
         normalize: bool = True,
-        batch_size: int = 64,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        super().__init__(**{"batch_size": 64, **loader})
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"dataset.val_fraction must lie in (0, 1), got {val_fraction}")
         self.path = resolve_path(path)
         self.val_fraction = val_fraction
         self.normalize = normalize
-        self.arrays = self._read()
-        x = self.arrays["x"]
-        self.frame_shape = tuple(x.shape[2:])
-        self.cond_dim = int(self.arrays["cond"].shape[-1]) if "cond" in self.arrays else 0
-        self.obs_dim = int(self.arrays["first_obs"].shape[-1]) if "first_obs" in self.arrays else 0
+        self.arrays: dict[str, np.ndarray] | None = None
+
+    def _missing(self) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"dataset.path={self.path} does not exist; point dataset.path to an .npz file with an array 'x' of "
+            "shape (num_sequences, frames, *frame_shape)"
+        )
+
+    def headers(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the file's arrays from their ``.npy`` headers only (no array is read)."""
+        if not self.path.is_file():
+            raise self._missing()
+        try:
+            shapes = npz_shapes(self.path)
+        except ValueError as err:
+            raise ValueError(f"dataset.path={self.path} is not a readable .npz file ({err}); regenerate it") from None
+        if "x" not in shapes:
+            raise ValueError(f"dataset.path={self.path} has no array 'x' (found {sorted(shapes)})")
+        if len(shapes["x"]) < 3:
+            raise ValueError(f"'x' in {self.path} must be (num_sequences, frames, *frame_shape), got {shapes['x']}")
+        return shapes
+
+    def model_kwargs(self) -> dict[str, Any]:
+        shapes = self.headers()
+        return {
+            "frame_shape": list(shapes["x"][2:]),
+            "cond_dim": int(shapes["cond"][-1]) if "cond" in shapes else 0,
+            "obs_dim": int(shapes["first_obs"][-1]) if "first_obs" in shapes else 0,
+        }
 
     def _read(self) -> dict[str, np.ndarray]:
         if not self.path.is_file():
-            raise FileNotFoundError(
-                f"dataset.path={self.path} does not exist; point dataset.path to an .npz file with an array 'x' of "
-                "shape (num_sequences, frames, *frame_shape)"
-            )
+            raise self._missing()
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
@@ -72,6 +91,7 @@ class NpzSequenceDataModule(SequenceDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        self.arrays = self._read()
         num = self.arrays["x"].shape[0]
         n_val = max(1, int(round(num * self.val_fraction)))
         if n_val >= num:
@@ -84,6 +104,8 @@ class NpzSequenceDataModule(SequenceDataModule):
         self.val_set = TensorDictDataset({k: v[num - n_val :] for k, v in tensors.items()})
 
     def normalization_stats(self) -> tuple[list[float], list[float]]:
+        if self.arrays is None:
+            self.setup("fit")
         x = self.arrays["x"][
             : self.arrays["x"].shape[0] - max(1, int(round(len(self.arrays["x"]) * self.val_fraction)))
         ]

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.build import build, build_evaluator, instantiate
 from utils.checkpoint import (
     AtomicCheckpointIO,
     CheckpointOnSigterm,
@@ -34,17 +33,6 @@ TASKS = ("training", "validation", "test")
 
 class ConfigError(ValueError):
     """A config value is missing or not allowed; the message names the key and the fix."""
-
-
-def instantiate(cfg: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that surfaces our own validation errors (which name the key) unwrapped."""
-    try:
-        return hydra_instantiate(cfg, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, FileNotFoundError)):
-            raise cause from None
-        raise
 
 
 def check_config(cfg: DictConfig) -> list[str]:
@@ -77,7 +65,7 @@ def _git_info() -> dict[str, Any]:
 
 
 def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config, git state and command line next to the checkpoints (style.md §8)."""
+    """The resolved config, git state and command line next to the checkpoints."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     info = {"argv": sys.argv, "cwd": os.getcwd(), **_git_info()}
@@ -202,6 +190,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any) -> L.Trainer:
         MetricsJson(run_dir),
         CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"),
     ]
+    evaluator = build_evaluator(cfg)  # the evaluator/ group: domain evaluation at the end of val/test epochs
+    if evaluator is not None:
+        callbacks.append(evaluator)
     callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]  # the callbacks/ group
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     # trainer.plugins: a list of _target_ configs (e.g. a SLURMEnvironment); checkpoints are always atomic
@@ -234,9 +225,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     save_run_info(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.dataset)
-    module = instantiate(cfg.algorithm, **datamodule.model_kwargs())
-    module.output_dir = run_dir
+    datamodule, module = build(cfg)
     if cfg.get("load"):
         load_weights(module, resolve_checkpoint(cfg.load, "load"))
     logger = build_logger(cfg, run_dir, resumed=resume_ckpt is not None)

@@ -52,7 +52,7 @@ class Case:
 
     name: str
     overrides: list[str]
-    model_kwargs: dict[str, Any]
+    model_kwargs: dict[str, Any]  # the data facts (frame_shape, cond_dim, obs_dim), plus lags/context for forecasts
     frames: int  # frames per training window (tokens × frame_stack)
     batch: int = 32
     plan_tokens: int = 60
@@ -74,7 +74,8 @@ def _vector(
 
 def _timeseries(name: str, preset: str, overrides: list[str] | None = None) -> Case:
     kwargs = {"frame_shape": [8], "cond_dim": 20, "obs_dim": 0, "lags": [1, 2], "context_length": 30}
-    return Case(name, [f"experiment={preset}", *(overrides or [])], kwargs, frames=60)
+    lag_overrides = ["algorithm.lags=[1,2]", "algorithm.context_length=30"]  # the algorithm's own keys
+    return Case(name, [f"experiment={preset}", *lag_overrides, *(overrides or [])], kwargs, frames=60)
 
 
 def _video(name: str, preset: str, size: int, frames: int, batch: int, plan_tokens: int, **kw: Any) -> Case:
@@ -115,7 +116,9 @@ def cases(which: str) -> list[Case]:
 # -- building ----------------------------------------------------------------------------------------------------
 def build(case: Case, extra_overrides: list[str] | None = None):
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from experiments.build import build_module
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
@@ -123,11 +126,12 @@ def build(case: Case, extra_overrides: list[str] | None = None):
             overrides=[
                 *case.overrides,
                 "output_dir=/tmp/df-benchmark",
-                "algorithm.evaluator=null",
+                "evaluator=none",
                 *(extra_overrides or []),
             ],
         )
-    module = instantiate(cfg.algorithm, **case.model_kwargs)
+    data = {k: case.model_kwargs[k] for k in ("frame_shape", "cond_dim", "obs_dim")}  # synthetic data facts
+    module = build_module(OmegaConf.to_container(cfg.algorithm, resolve=True), data)
     channels = case.model_kwargs["frame_shape"][0]
     module.normalizer.set_stats([0.0] * channels, [1.0] * channels)
     return module, cfg

@@ -1,4 +1,4 @@
-"""Generate the D4RL-equivalent maze2d datasets locally (data.md §1.5) and cache them as .npz:
+"""Generate the D4RL-equivalent maze2d datasets locally (docs/data.md §1.5) and cache them as .npz:
 
     python -m scripts.generate_maze2d --maze umaze            # 1 M steps, ~35 s
     python -m scripts.generate_maze2d --maze large --noisy    # 4 M steps with N(0, 0.5²) action noise

@@ -23,13 +23,13 @@ BAD_VALUES = [
     (["algorithm.sampler.scheduling_matrix=spiral"], "algorithm.sampler.scheduling_matrix"),
     (["algorithm.sampler.scheduling_matrix=custom"], "algorithm.sampler.matrix"),
     (["algorithm.backbone.initial_state=random"], "algorithm.backbone.initial_state"),
-    (["experiment=maze2d_umaze_cpu", "algorithm.evaluator.mc_mode=futures"], "algorithm.evaluator.mc_mode"),
-    (["experiment=maze2d_umaze_cpu", "algorithm.evaluator.mc_mode=shared"], "algorithm.evaluator.mc_mode"),
-    (["experiment=maze2d_umaze_cpu", "algorithm.evaluator.energy_normalization=max"],
-     "algorithm.evaluator.energy_normalization"),
-    (["experiment=maze2d_umaze_cpu", "algorithm.evaluator.modes=[greedy]"], "algorithm.evaluator.modes"),
-    (["experiment=maze2d_umaze_cpu", "algorithm.evaluator.open_loop_horizon=0"],
-     "algorithm.evaluator.open_loop_horizon"),
+    (["experiment=maze2d_umaze_cpu", "evaluator.mc_mode=futures"], "evaluator.mc_mode"),
+    (["experiment=maze2d_umaze_cpu", "evaluator.mc_mode=shared"], "evaluator.mc_mode"),
+    (["experiment=maze2d_umaze_cpu", "evaluator.energy_normalization=max"],
+     "evaluator.energy_normalization"),
+    (["experiment=maze2d_umaze_cpu", "evaluator.modes=[greedy]"], "evaluator.modes"),
+    (["experiment=maze2d_umaze_cpu", "evaluator.open_loop_horizon=0"],
+     "evaluator.open_loop_horizon"),
     (["dataset.batch_size=0"], "dataset.batch_size"),
 ]  # fmt: skip
 
@@ -44,6 +44,8 @@ def test_bad_value_names_its_key(tmp_path: Path, overrides: list[str], key: str)
             dm = instantiate(cfg.dataset)
             dm.setup("fit")
             dm.train_dataloader()
+        elif key.startswith("evaluator."):
+            instantiate(cfg.evaluator)
         else:
             instantiate(cfg.algorithm, frame_shape=(6,), obs_dim=4)
     assert key in str(info.value), str(info.value)

@@ -12,7 +12,7 @@ from experiments.evaluation.crps import QUANTILES, crps_metrics, gluonts_quantil
 
 
 def _gluonts_metrics(samples: np.ndarray, target: np.ndarray, history: np.ndarray) -> dict:
-    """GluonTS MultivariateEvaluator on the (W, S, P, D) / (W, P, D) layout, as data.md §3.3 calls it."""
+    """GluonTS MultivariateEvaluator on the (W, S, P, D) / (W, P, D) layout, as docs/data.md §3.3 calls it."""
     pd = pytest.importorskip("pandas")
     pytest.importorskip("gluonts")
     from gluonts.evaluation import MultivariateEvaluator

@@ -57,8 +57,8 @@ def test_forecast_evaluation_under_ddp_scores_every_window_once(tmp_path: Path) 
     overrides = [
         "experiment=ts_etth1_cpu", "tasks=[test]", f"dataset.path={tmp_path / 'series.csv'}", "dataset.name=series",
         "dataset.num_test_windows=3", "dataset.val_batch_size=4", "algorithm.backbone.z_dim=16",
-        "algorithm.backbone.hidden_dim=16", "algorithm.sampler.sampling_steps=3", "algorithm.evaluator.num_samples=8",
-        "algorithm.evaluator.window_batch=1", "algorithm.evaluator.baselines=[naive]",
+        "algorithm.backbone.hidden_dim=16", "algorithm.sampler.sampling_steps=3", "evaluator.num_samples=8",
+        "evaluator.window_batch=1", "evaluator.baselines=[naive]",
     ]  # fmt: skip
     single = _main(tmp_path / "single", 1, *overrides)
     ddp = _main(tmp_path / "ddp", 2, *overrides)
@@ -71,8 +71,8 @@ def test_forecast_evaluation_under_ddp_scores_every_window_once(tmp_path: Path) 
 def test_compositional_evaluation_under_ddp_equals_one_process(tmp_path: Path) -> None:
     overrides = [
         "tasks=[validation]", "algorithm.backbone.z_dim=16", "algorithm.backbone.hidden_dim=16",
-        "algorithm.sampler.sampling_steps=3", "algorithm.evaluator.num_samples=24",
-        "algorithm.evaluator.sample_batch=8", "dataset.num_train=40", "dataset.num_val=20", "dataset.val_batch_size=6",
+        "algorithm.sampler.sampling_steps=3", "evaluator.num_samples=24",
+        "evaluator.sample_batch=8", "dataset.num_train=40", "dataset.num_val=20", "dataset.val_batch_size=6",
     ]  # fmt: skip
     single = _main(tmp_path / "single", 1, *overrides)
     ddp = _main(tmp_path / "ddp", 2, *overrides)

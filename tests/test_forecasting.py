@@ -52,7 +52,8 @@ def tiny_model(dm: TimeSeriesDataModule, tmp_path: Path, window_shift: str = "no
     )
     from hydra.utils import instantiate
 
-    module = instantiate(cfg.algorithm, **dm.model_kwargs())
+    # the test's own CSV datamodule, not the preset's: its data facts and lag set are passed explicitly
+    module = instantiate(cfg.algorithm, **dm.model_kwargs(), lags=dm.lags, context_length=dm.context_length)
     module.normalizer.set_stats(*dm.normalization_stats())
     return module
 
@@ -164,7 +165,7 @@ def test_smoke_training_and_evaluation_write_crps(tmp_path: Path, preset: str) -
         f"experiment={preset}",
         "debug=smoke",
         "tasks=[training,test]",
-        "algorithm.evaluator.num_samples=4",
+        "evaluator.num_samples=4",
         "algorithm.sampler.sampling_steps=2",
         f"paths.data_cache={tmp_path / 'cache'}",
         "algorithm.backbone.z_dim=32",
@@ -191,7 +192,7 @@ def test_python_api_forecasts_from_an_array_and_reloads_a_run(tmp_path: Path) ->
         "algorithm.backbone.z_dim=16",
         "algorithm.backbone.hidden_dim=16",
         "algorithm.sampler.sampling_steps=2",
-        "algorithm.evaluator.num_samples=2",
+        "evaluator.num_samples=2",
     ]
     run(make_cfg(tmp_path / "run", overrides))
     module, dm = load_run(tmp_path / "run", "last")

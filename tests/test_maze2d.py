@@ -112,7 +112,8 @@ def test_expert_return_is_in_the_d4rl_range() -> None:
     assert env.layout.normalized_score(np.mean(returns)) > 100
 
 
-# the statistics of the original D4RL files (protocols.md §2): obs mean (x, y), obs std (x, y, vx, vy), action std
+# the statistics of the original D4RL files (docs/experiments.md §2): obs mean (x, y), obs std (x, y, vx, vy),
+# action std
 D4RL_STATS = {
     "umaze": ((1.9328, 2.3745), (0.8997, 0.7093, 2.2129, 2.4682), (0.7043, 0.7506)),
     "medium": ((3.5093, 3.4766), (1.3371, 1.5210, 2.3408, 2.3694), (0.7398, 0.7459)),

@@ -19,8 +19,8 @@ from tests.test_training import build, make_cfg
 SMALL = [
     "experiment=maze2d_umaze_cpu", "logger=none", "trainer.enable_progress_bar=false", "dataset.steps=3000",
     "dataset.episode_len=40", "dataset.batch_size=16", "algorithm.backbone.hidden_dim=32",
-    "algorithm.sampler.sampling_steps=4", "algorithm.evaluator.num_envs=3", "algorithm.evaluator.episode_steps=20",
-    "algorithm.evaluator.mc_samples=2",
+    "algorithm.sampler.sampling_steps=4", "evaluator.num_envs=3", "evaluator.episode_steps=20",
+    "evaluator.mc_samples=2",
 ]  # fmt: skip
 
 
@@ -106,11 +106,11 @@ def test_smoke_train_and_evaluate_writes_planning_metrics(tmp_path: Path) -> Non
 def test_maze_presets_follow_the_protocol(
     tmp_path: Path, preset: str, maze: str, window: int, episode_steps: int, params_m: float | None
 ) -> None:
-    # protocols.md §2: official windows 300 / 600 / 600 frames, D4RL horizons 300 / 600 / 800, network_size 16 for
-    # umaze and medium (3.21 M + 33.7 k encoder) and 32 for large (11.58 M + 33.7 k)
+    # docs/experiments.md §2: official windows 300 / 600 / 600 frames, D4RL horizons 300 / 600 / 800, network_size 16
+    # for umaze and medium (3.21 M + 33.7 k encoder) and 32 for large (11.58 M + 33.7 k)
     cfg = make_cfg(tmp_path, [f"experiment={preset}"])
     dm = instantiate(cfg.dataset)
-    evaluator = instantiate(cfg.algorithm.evaluator)
+    evaluator = instantiate(cfg.evaluator)
     assert (dm.maze, dm.episode_len, cfg.algorithm.frame_stack) == (maze, window, 10)
     assert (evaluator.maze, evaluator.episode_steps) == (maze, episode_steps)
     if params_m is not None:

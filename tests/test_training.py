@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from algorithms.diffusion_forcing.backbones.rnn_mlp import RecurrentMLP
 from algorithms.diffusion_forcing.module import _seeded_generator
 from datasets.base import SeededBatchStream
 from datasets.timeseries.sources import GLUONTS_SPECS
+from experiments.build import build as build_run
 from experiments.run import ConfigError, run
 from tests.helpers import write_gp_copula_archive
 from utils.checkpoint import CheckpointError
@@ -40,7 +40,7 @@ TINY = [
     "algorithm.backbone.hidden_dim=32",
     "algorithm.backbone.emb_dim=16",
     "algorithm.sampler.sampling_steps=5",
-    "algorithm.evaluator.num_samples=16",
+    "evaluator.num_samples=16",
     "dataset.num_train=64",
     "dataset.batch_size=16",
 ]
@@ -52,9 +52,8 @@ def make_cfg(tmp_path: Path, overrides: list[str]):
 
 
 def build(cfg):
-    dm = instantiate(cfg.dataset)
+    dm, module = build_run(cfg)
     dm.setup("fit")
-    module = instantiate(cfg.algorithm, **dm.model_kwargs())
     module.normalizer.set_stats(*dm.normalization_stats())
     return dm, module
 
@@ -198,54 +197,30 @@ def test_unsafe_pickle_is_refused(tmp_path: Path) -> None:
 
 
 def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
-    """``debug=smoke`` plus small evaluation; GluonTS data that is not shipped is replaced by a tiny archive
-    in the same layout (the loader code path is the real one)."""
-    overrides = [f"experiment={preset}", "debug=smoke", "algorithm.sampler.sampling_steps=2"]
+    """``debug=smoke`` (which shrinks every domain through ``debug/dataset/`` and ``debug/evaluator/``) with the data
+    cache in ``tmp_path``. Data the machine does not hold are written here in their real layout, so the loader code
+    path is the real one: a tiny GluonTS archive for benchmarks that are not shipped, TECO-format episodes."""
+    overrides = [f"experiment={preset}", "debug=smoke", f"paths.data_cache={tmp_path / 'cache'}"]
     cfg = make_cfg(tmp_path, overrides)
-    if cfg.algorithm.get("evaluator") and "num_samples" in cfg.algorithm.evaluator:
-        overrides.append("algorithm.evaluator.num_samples=2")
     if cfg.dataset.get("source") == "gluonts":
-        shared = tmp_path / "shared"
         name = cfg.dataset.name
         if not (ROOT.parent / "shared" / "data" / f"{name}.tar.gz").exists():
-            rng = np.random.default_rng(0)
+            shared = tmp_path / "shared"
             pred = GLUONTS_SPECS[name].prediction_length
-            write_gp_copula_archive(shared, name, rng.uniform(0, 5, size=(3, 400)), 2, pred, "2020-01-01 00:00:00")
-            overrides.append(f"paths.shared_data={shared}")
-        overrides.append(f"paths.data_cache={tmp_path / 'cache'}")
-    if str(cfg.dataset.get("_target_", "")).endswith("Maze2dDataModule"):  # a short generated stream, short episodes
-        overrides += [
-            "dataset.steps=3000", "dataset.episode_len=40", f"paths.data_cache={tmp_path / 'cache'}",
-            "algorithm.evaluator.num_envs=2", "algorithm.evaluator.episode_steps=20",
-        ]  # fmt: skip
+            values = np.random.default_rng(0).uniform(0, 5, size=(3, 400))
+            write_gp_copula_archive(shared, name, values, 2, pred, "2020-01-01 00:00:00")
+            overrides += [f"paths.shared_data={shared}", "dataset.max_target_dim=3"]
     target = str(cfg.dataset.get("_target_", ""))
-    if target.endswith(("VideoDataModule", "MovingMnistDataModule", "MiniworldMazeDataModule")):
-        # 2 tokens per window, a short rollout
-        fs = int(cfg.algorithm.frame_stack)
-        overrides += [
-            f"dataset.n_frames={2 * fs}", f"paths.data_cache={tmp_path / 'cache'}", "algorithm.evaluator.num_videos=1",
-            f"algorithm.evaluator.context_frames={fs}", f"algorithm.evaluator.rollout_frames={4 * fs}",
-            f"algorithm.evaluator.bin_frames={2 * fs}",
-        ]  # fmt: skip
-        if target.endswith("MovingMnistDataModule"):
-            overrides += ["dataset.num_train=4", "dataset.num_test=2", f"dataset.episode_frames={2 * fs}"]
-        elif target.endswith("MiniworldMazeDataModule"):  # generated once per session, shared by the presets
-            overrides += [
-                "dataset.num_train=2",
-                "dataset.num_test=1",
-                f"dataset.episode_frames={2 * fs}",
-                f"dataset.size={cfg.dataset.resolution}",
-                f"dataset.data_dir={tmp_path.parent / 'maze'}",
-            ]
-        else:  # TECO-format episodes at the preset's resolution, written here; paper-size U-Nets: batch 1
-            overrides += ["dataset.batch_size=1", f"algorithm.evaluator.rollout_frames={2 * fs}"]
-            size = 128 if "minecraft" in preset else 64
-            rng = np.random.default_rng(0)
-            for split in ("train", "test"):
-                folder = tmp_path / "cache" / str(cfg.dataset.path).rsplit("/", 1)[-1] / split
-                folder.mkdir(parents=True)
-                video = rng.integers(0, 256, (2 * fs, size, size, 3), dtype=np.uint8)
-                np.savez(folder / "0.npz", video=video, actions=np.zeros(2 * fs, dtype=np.int64))
+    if target.endswith("MiniworldMazeDataModule"):  # generated once per session, shared by the presets
+        overrides.append(f"dataset.data_dir={tmp_path.parent / 'maze'}")
+    elif target.endswith(".VideoDataModule"):  # TECO-format episodes at the preset's resolution
+        frames, size = int(cfg.dataset.n_frames), 128 if "minecraft" in preset else 64
+        rng = np.random.default_rng(0)
+        for split in ("train", "test"):
+            folder = Path(str(cfg.dataset.path)) / split
+            folder.mkdir(parents=True)
+            video = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+            np.savez(folder / "0.npz", video=video, actions=np.zeros(frames, dtype=np.int64))
     return overrides
 
 
@@ -334,3 +309,19 @@ def test_image_tokens_train_and_generate(tmp_path: Path) -> None:
         6, batch_size=2, context=torch.rand(2, 2, 1, 16, 16), generator=torch.Generator().manual_seed(0)
     )
     assert frames.shape == (2, 6, 1, 16, 16) and torch.isfinite(frames).all()
+
+
+def test_learning_rate_schedule_warmup_then_constant_or_decayed() -> None:
+    from algorithms.diffusion_forcing.module import lr_factor
+
+    # the official schedule: linear warm-up over 100 steps, then constant
+    assert [lr_factor(s, 100) for s in (0, 49, 99, 100, 5000)] == [0.01, 0.5, 1.0, 1.0, 1.0]
+    # cosine decay after the warm-up, from 1 at step 100 to the floor at step 1100, the floor afterwards
+    cosine = [lr_factor(s, 100, "cosine", 1100, 0.1) for s in (99, 100, 600, 1100, 4000)]
+    assert cosine == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+    assert lr_factor(600, 100, "linear", 1100, 0.0) == pytest.approx(0.5)
+    from experiments.build import instantiate
+
+    cfg = make_cfg(Path("/tmp"), [*TINY, "algorithm.lr_decay=cosine", "algorithm.lr_decay_steps=0"])
+    with pytest.raises(ValueError, match="algorithm.lr_decay_steps"):
+        instantiate(cfg.algorithm, frame_shape=[2], obs_dim=2)

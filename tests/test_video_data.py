@@ -91,10 +91,13 @@ def test_teco_format_files_and_bad_episodes(tmp_path: Path) -> None:
     dm.setup("fit")
     assert len(dm.train_set) == 3 * 15 and dm.normalization_stats() == ([0.5] * 3, [0.5] * 3)
     (tmp_path / "train" / "0.npz").write_bytes(b"PK\x03\x04 truncated")
+    # the constructor opens no file: the shapes (read from the first episode's header) and setup report bad files
     with pytest.raises(ValueError, match="not readable"):
-        VideoDataModule(str(tmp_path), n_frames=16)
+        VideoDataModule(str(tmp_path), n_frames=16).model_kwargs()
+    with pytest.raises(ValueError, match="not readable"):
+        VideoDataModule(str(tmp_path), n_frames=16).setup("fit")
     with pytest.raises(FileNotFoundError, match="no episodes.*scripts.download_teco"):
-        VideoDataModule(str(tmp_path / "nowhere"), n_frames=16)
+        VideoDataModule(str(tmp_path / "nowhere"), n_frames=16).model_kwargs()
 
 
 def test_psnr_and_ssim_on_known_inputs() -> None:
@@ -182,7 +185,7 @@ def test_resolution_average_pools_the_frames(tmp_path: Path) -> None:
     pooled = torch.nn.functional.avg_pool2d(big.flatten(0, 1), 2).reshape(small.shape)
     assert (pooled - small).abs().max() <= 0.5 / 255 + 1e-6  # mean of 2×2 blocks, rounded to uint8
     with pytest.raises(ValueError, match="resolution"):
-        VideoDataModule(str(tmp_path), n_frames=4, resolution=48)
+        VideoDataModule(str(tmp_path), n_frames=4, resolution=48).model_kwargs()
 
 
 def test_stability_report_reads_runs_and_plots(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ SMALL = [
     "experiment=video_mnist_cpu", "logger=none", "trainer.enable_progress_bar=false", "dataset.num_train=6",
     "dataset.num_test=2", "dataset.episode_frames=8", "dataset.n_frames=8", "dataset.batch_size=2",
     "dataset.size=32", "algorithm.backbone.network_size=8", "algorithm.backbone.z_channels=4",
-    "algorithm.backbone.dim_mults=[1,2]", "algorithm.sampler.sampling_steps=2", "algorithm.evaluator.num_videos=2",
-    "algorithm.evaluator.context_frames=2", "algorithm.evaluator.bin_frames=8",
+    "algorithm.backbone.dim_mults=[1,2]", "algorithm.sampler.sampling_steps=2", "evaluator.num_videos=2",
+    "evaluator.context_frames=2", "evaluator.bin_frames=8",
 ]  # fmt: skip
 
 
@@ -48,11 +48,11 @@ def test_smoke_train_and_rollout_writes_metrics_and_video(tmp_path: Path) -> Non
     backbone, linear = _lpips_files(tmp_path)  # LPIPS and FVD from local files (random weights, right shapes)
     torch.save(InceptionI3d(num_classes=8).state_dict(), tmp_path / "i3d.pt")
     metrics = run(make_cfg(tmp_path, [*SMALL, f"paths.data_cache={tmp_path / 'cache'}", "trainer.max_steps=2",
-                                      "algorithm.evaluator.rollout_frames=80",
-                                      f"algorithm.evaluator.lpips_backbone={backbone}",
-                                      f"algorithm.evaluator.lpips_linear={linear}",
-                                      f"algorithm.evaluator.fvd_weights={tmp_path / 'i3d.pt'}",
-                                      "algorithm.evaluator.fvd_size=32"]))  # fmt: skip
+                                      "evaluator.rollout_frames=80",
+                                      f"evaluator.lpips_backbone={backbone}",
+                                      f"evaluator.lpips_linear={linear}",
+                                      f"evaluator.fvd_weights={tmp_path / 'i3d.pt'}",
+                                      "evaluator.fvd_size=32"]))  # fmt: skip
     assert metrics["val/lpips"] > 0
     assert metrics["val/fvd"] > 0 and metrics["val/fvd_clips"] == 2.0 and metrics["val/fvd_frames"] == 6.0
     assert metrics["val/rollout_frames"] == 80.0  # 10x the 8-frame training window
@@ -71,7 +71,7 @@ def test_validation_with_longer_windows_rolls_out_a_trained_checkpoint(tmp_path:
     data = [f"paths.data_cache={tmp_path / 'cache'}", "dataset.episode_frames=24"]
     run(make_cfg(tmp_path / "train", [*SMALL, *data, "tasks=[training]", "trainer.max_steps=2"]))
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    long = ["tasks=[validation]", f"load={ckpt}", "dataset.n_frames=24", "algorithm.evaluator.rollout_frames=null"]
+    long = ["tasks=[validation]", f"load={ckpt}", "dataset.n_frames=24", "evaluator.rollout_frames=null"]
     metrics = run(make_cfg(tmp_path / "long", [*SMALL, *data, *long]))
     assert metrics["val/rollout_frames"] == 240.0  # 10x the longer window
     assert 0.0 < metrics["val/psnr"]  # scored against the 22 real frames after the context

@@ -77,6 +77,27 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
         )
 
 
+def load_module(path: str | os.PathLike):
+    """The model of a checkpoint, rebuilt from the checkpoint alone (its saved hyper-parameters: the resolved
+    algorithm config and the data facts) with its weights loaded, in eval mode. No run folder is needed::
+
+        module = load_module("checkpoints/last.ckpt")
+        frames = module.generate(16, batch_size=4)
+    """
+    from experiments.build import build_module
+
+    checkpoint = load_checkpoint(path, "checkpoint")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "algorithm" not in hparams or "data" not in hparams:
+        raise CheckpointError(
+            f"checkpoint={path} carries no model description (written before checkpoints saved their "
+            "hyper-parameters); load it with utils.checkpoint.load_run(<run dir>), which reads the run's config.yaml"
+        )
+    module = build_module(dict(hparams["algorithm"]), dict(hparams["data"]))
+    load_weights(module, path)
+    return module.eval()
+
+
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", setup_data: bool = True):
     """Rebuild the model (and datamodule) of a finished run from its ``config.yaml`` and load its weights.
 
@@ -85,21 +106,19 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", setup_data: b
         module, dm = load_run("outputs/ts_exchange_cpu/2026-01-01/12-00-00", "best")
         samples = module.forecast_array(history, start="2020-01-01", freq="B", prediction_length=30)
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from experiments.build import build
 
     run = Path(run_dir).expanduser()
     config = run / "config.yaml"
     if not config.is_file():
         raise CheckpointError(f"{run} has no config.yaml: pass the directory of a run made with main.py")
-    cfg = OmegaConf.load(config)
-    datamodule = instantiate(cfg.dataset)
+    datamodule, module = build(OmegaConf.load(config), prepare=setup_data)
     if setup_data:
         datamodule.setup("test")
-    module = instantiate(cfg.algorithm, **datamodule.model_kwargs())
     path = run / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("last", "best") else Path(checkpoint)
     load_weights(module, resolve_checkpoint(path, "checkpoint"))
-    module.output_dir = run
     return module.eval(), datamodule
 
 

@@ -1,4 +1,4 @@
-"""Diffusion Forcing for multivariate probabilistic forecasting (paper §4.2, protocols.md §3).
+"""Diffusion Forcing for multivariate probabilistic forecasting (paper §4.5, App. E.1, docs/experiments.md §3).
 
 Tokens are the D-dimensional observations x_t (frame_stack 1). Each token is conditioned on lagged values
 ``x_{t−l}`` for every l in ``lags`` (exactly l steps back, in normalised units) and on calendar features. At

@@ -131,9 +131,7 @@ class GoalDistanceEnergy:
         n_frames: int | None = None,
         terminal_weight_zero: bool = False,
     ) -> None:
-        check_energy_normalization(
-            normalization, "goal-energy normalization (algorithm.evaluator.energy_normalization)"
-        )
+        check_energy_normalization(normalization, "goal-energy normalization (evaluator.energy_normalization)")
         if n_frames is not None and n_frames < 1:
             raise ValueError(f"the goal energy's n_frames (the episode window) must be >= 1, got {n_frames}")
         self.goal = goal

@@ -14,8 +14,7 @@ import functools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -36,12 +35,7 @@ from .parameterization import check_objective, training_target
 from .sampler import Sampler
 
 TRAINING_MODES = ("diffusion_forcing", "full_sequence", "teacher_forcing")
-
-
-class Evaluator(Protocol):
-    """Domain evaluation run at the end of a validation/test epoch; returns flat metrics (without prefix)."""
-
-    def __call__(self, module: DiffusionForcing, stage: str) -> dict[str, float]: ...
+LR_DECAYS = ("none", "cosine", "linear")
 
 
 def _seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
@@ -79,8 +73,10 @@ class DiffusionForcing(L.LightningModule):
         p_clean_first: float = 0.0,
         zero_first_cond: bool = True,
         warmup_steps: int = 0,
+        lr_decay: str = "none",
+        lr_decay_steps: int | None = None,
+        min_lr_ratio: float = 0.1,
         ema_decay: float | None = None,
-        evaluator: Evaluator | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -90,6 +86,14 @@ class DiffusionForcing(L.LightningModule):
             raise ValueError(f"Unknown algorithm.training_mode {training_mode!r}; choose one of {TRAINING_MODES}")
         if loss_weighting not in WEIGHTINGS:
             raise ValueError(f"Unknown algorithm.loss_weighting {loss_weighting!r}; choose one of {WEIGHTINGS}")
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"Unknown algorithm.lr_decay {lr_decay!r}; choose one of {LR_DECAYS}")
+        if lr_decay != "none" and not (lr_decay_steps and lr_decay_steps > 0):
+            raise ValueError(
+                f"algorithm.lr_decay={lr_decay} needs algorithm.lr_decay_steps > 0 (e.g. the run's trainer.max_steps)"
+            )
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"algorithm.min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
         if not 0.0 <= p_clean_first <= 1.0:
             raise ValueError(f"algorithm.p_clean_first must lie in [0, 1], got {p_clean_first}")
         self.frame_shape = tuple(int(s) for s in frame_shape)
@@ -105,11 +109,10 @@ class DiffusionForcing(L.LightningModule):
         self.p_clean_first = p_clean_first
         self.zero_first_cond = zero_first_cond
         self.warmup_steps = warmup_steps
+        self.lr_decay, self.lr_decay_steps, self.min_lr_ratio = lr_decay, lr_decay_steps, min_lr_ratio
         self.seed = seed
         self.sampler = sampler
         self.optimizer_factory = optimizer
-        self.evaluator = evaluator
-        self.output_dir: Path | None = None  # set by the runner; media go to output_dir / "media"
 
         schedule = NoiseSchedule(beta_schedule, num_levels)
         net = backbone(token_shape=self.token_shape, cond_dim=frame_stack * cond_dim, obs_dim=obs_dim or None)
@@ -132,13 +135,6 @@ class DiffusionForcing(L.LightningModule):
     def snr_decay(self) -> float:
         """d = γ^fs (docs/method.md §6), derived here and never written back into the config."""
         return self.cum_snr_decay**self.frame_stack
-
-    @property
-    def media_dir(self) -> Path:
-        base = self.output_dir if self.output_dir is not None else Path.cwd()
-        path = base / "media"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
     def stack(self, frames: Tensor) -> Tensor:
         """``(B, N, C, ...) -> (B, N/fs, fs·C, ...)``."""
@@ -301,27 +297,18 @@ class DiffusionForcing(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval_loss("val")
-        self._run_evaluator("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval_loss("test")
-        self._run_evaluator("test")
-
-    def _run_evaluator(self, prefix: str) -> None:
-        if self.evaluator is None or self.trainer.sanity_checking:
-            return
-        if self.trainer.state.fn == "fit" and not getattr(self.evaluator, "during_training", False):
-            return
-        metrics = self.evaluator(self, prefix)
-        for key, value in metrics.items():
-            self.log(f"{prefix}/{key}", float(value), sync_dist=False, rank_zero_only=True)
 
     # -- optimisation ----------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.cell.parameters())
         warmup = max(self.warmup_steps, 0)
-        # linear warm-up lr·min(1, (step + 1)/warm-up), then constant (protocols.md §0)
-        schedule = functools.partial(_warmup_factor, warmup=warmup)
+        # linear warm-up lr·min(1, (step + 1)/warm-up), then constant (docs/experiments.md §0) or decayed
+        schedule = functools.partial(
+            lr_factor, warmup=warmup, decay=self.lr_decay, decay_steps=self.lr_decay_steps, floor=self.min_lr_ratio
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -409,8 +396,16 @@ class DiffusionForcing(L.LightningModule):
         return self.normalizer.unnormalize(self.unstack(tokens))
 
 
-def _warmup_factor(step: int, warmup: int) -> float:
-    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+def lr_factor(step: int, warmup: int, decay: str = "none", decay_steps: int | None = None, floor: float = 0.1) -> float:
+    """The learning-rate multiplier at optimiser step ``step``: linear warm-up ``min(1, (step + 1)/warmup)`` (the
+    official schedule, constant afterwards), times an optional decay after the warm-up (``cosine``: from 1 to
+    ``floor`` over ``decay_steps − warmup`` steps, then ``floor``; ``linear`` likewise on a straight line)."""
+    factor = 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+    if decay == "none" or step < warmup:
+        return factor
+    progress = min(1.0, (step - warmup) / max(1, int(decay_steps) - warmup))
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if decay == "cosine" else 1.0 - progress
+    return factor * (floor + (1.0 - floor) * shape)
 
 
-__all__ = ["DiffusionForcing", "Evaluator", "TRAINING_MODES", "math"]
+__all__ = ["DiffusionForcing", "LR_DECAYS", "TRAINING_MODES", "lr_factor"]

@@ -1,2 +1,2 @@
 """D4RL maze2d, rebuilt on the ``mujoco`` package (no mujoco-py): layouts, environment, waypoint controller and
-offline dataset generation (data.md §1)."""
+offline dataset generation (docs/data.md §1)."""

@@ -1,4 +1,4 @@
-"""D4RL's waypoint controller for maze2d (data.md §1.5): Q-iteration on the cell grid, jittered waypoints, a PD
+"""D4RL's waypoint controller for maze2d (docs/data.md §1.5): Q-iteration on the cell grid, jittered waypoints, a PD
 law ``clip(10·(waypoint − pos) − 1·vel, ±1)``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Maze2d planning windows (protocols.md §2): frames ``[o_{t+1}, a_t]`` (6-D) cut from the offline stream.
+"""Maze2d planning windows (docs/experiments.md §2): frames ``[o_{t+1}, a_t]`` (6-D) cut from the offline stream.
 
 A window of ``episode_len`` frames starting at step ``s`` holds ``x_i = [o_{s+i+1}, a_{s+i}]`` for
 ``i < episode_len``, with ``o_s`` as ``first_obs`` (the encoder's input, not a token). The last frame has no next
@@ -11,6 +11,7 @@ The last ``val_fraction`` of the stream is the validation split; statistics come
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ OFFICIAL_WINDOW = {"umaze": 300, "medium": 600, "large": 600}  # official episod
 
 
 def pointmaze_to_d4rl(obs: np.ndarray, actions: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """gymnasium-robotics PointMaze coordinates → D4RL's (data.md §1.7). With H rows and W columns, PointMaze has
+    """gymnasium-robotics PointMaze coordinates → D4RL's (docs/data.md §1.7). With H rows and W columns, PointMaze has
     ``x_pm = y_d + 0.7 − W/2``, ``y_pm = H/2 − 0.7 − x_d``, velocities alike without offsets, and
     ``a_pm = (a_d[1], −a_d[0])``."""
     h, w = layout.shape
@@ -157,12 +158,9 @@ class Maze2dDataModule(SequenceDataModule):
         episode_len: int | None = None,
         cross_episode_boundaries: bool = False,
         val_fraction: float = 0.02,
-        batch_size: int = 32,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        super().__init__(**{"batch_size": 32, **loader})
         self.layout = Layout(maze)
         self.maze = maze
         if not 0.0 < val_fraction < 1.0:
@@ -181,14 +179,22 @@ class Maze2dDataModule(SequenceDataModule):
         self._stats: tuple[list[float], list[float]] | None = None
 
     def stream_path(self) -> Path:
+        """The user's file (``dataset.path``) or the generated stream's cache file (it may not exist yet)."""
         if self.path is not None:
             return self.path
         name = f"maze2d-{self.maze}{'-noisy' if self.noisy else ''}-s{self.generation_seed}-n{self.steps}.npz"
-        return cached_stream(self.data_dir / name, self.maze, self.steps, self.generation_seed, self.noisy)
+        return self.data_dir / name
+
+    def prepare_data(self) -> None:
+        """Generate the D4RL-size stream into the cache on first use (written atomically; a complete file is kept)."""
+        if self.path is None:
+            cached_stream(self.stream_path(), self.maze, self.steps, self.generation_seed, self.noisy)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        if self.path is None and not self.stream_path().is_file():
+            self.prepare_data()  # used outside a Trainer without prepare_data(): generate here
         data = load_stream(self.stream_path(), self.layout)
         obs = torch.from_numpy(data["observations"].astype(np.float32))
         actions = torch.from_numpy(data["actions"].astype(np.float32))

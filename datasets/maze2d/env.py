@@ -1,4 +1,4 @@
-"""The D4RL maze2d point-mass environment on the ``mujoco`` package (data.md §1.3–1.4).
+"""The D4RL maze2d point-mass environment on the ``mujoco`` package (docs/data.md §1.3–1.4).
 
 Conventions are D4RL's: observation ``[x, y, vx, vy]`` with ``x`` along the rows and ``y`` along the columns
 (cell (r, c) spans ``[r − 0.7, r + 0.3] × [c − 0.7, c + 0.3]``), actions in ``[−1, 1]²``, sparse reward

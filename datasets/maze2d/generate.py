@@ -1,4 +1,4 @@
-"""D4RL-equivalent offline maze2d data (data.md §1.5): one continuous stream of the waypoint controller chasing
+"""D4RL-equivalent offline maze2d data (docs/data.md §1.5): one continuous stream of the waypoint controller chasing
 random targets, with rewards relabelled to the maze's fixed goal."""
 
 from __future__ import annotations

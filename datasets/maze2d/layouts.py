@@ -1,4 +1,4 @@
-"""D4RL maze2d layouts (data.md §1.2): ``#`` wall, ``O`` free, ``G`` goal; row r, column c."""
+"""D4RL maze2d layouts (docs/data.md §1.2): ``#`` wall, ``O`` free, ``G`` goal; row r, column c."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Windows of a multivariate series for Diffusion Forcing (protocols.md §3).
+"""Windows of a multivariate series for Diffusion Forcing (docs/experiments.md §3).
 
 Training items are windows of ``context_length + prediction_length`` steps drawn uniformly from the training
 range, with the ``max(lags)`` values before them (``past``, for lag covariates) and calendar features
@@ -18,7 +18,7 @@ import torch
 from utils.paths import resolve_path
 
 from ..base import SequenceDataModule, TensorDictDataset
-from .features import default_lags, time_features
+from .features import default_lags, num_time_features, time_features
 from .series import MultivariateSeries
 
 SOURCES = ("gluonts", "csv")
@@ -66,7 +66,14 @@ class WindowDataset(TensorDictDataset):
 
 
 class TimeSeriesDataModule(SequenceDataModule):
-    """A GluonTS benchmark (``source=gluonts``, e.g. ``exchange_rate_nips``) or a CSV file (``source=csv``)."""
+    """A GluonTS benchmark (``source=gluonts``, e.g. ``exchange_rate_nips``) or a CSV file (``source=csv``).
+
+    The constructor opens no file: the shapes the model needs come from the benchmark's known facts (GluonTS) or
+    from the config and the CSV header. ``prepare_data`` converts a GluonTS archive into the cache (or downloads
+    it); ``setup`` loads the series and cuts the windows, and checks that the data agree with those facts.
+    ``lags`` and ``context_length`` default to the frequency's TimeGrad lags and the prediction length; the
+    dataset presets spell them out, and the forecasting algorithm takes them by interpolation.
+    """
 
     def __init__(
         self,
@@ -84,63 +91,92 @@ class TimeSeriesDataModule(SequenceDataModule):
         cache_dir: str = "data/gluonts",
         date_column: str | None = "date",
         columns: list[str] | None = None,
-        batch_size: int = 32,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        super().__init__(**{"batch_size": 32, **loader})
         if source not in SOURCES:
             raise ValueError(f"Unknown dataset.source {source!r}; choose one of {SOURCES}")
-        self.series = self._load(
-            source,
-            name,
-            path,
-            freq,
-            prediction_length,
-            num_test_windows,
-            max_target_dim,
-            shared_data,
-            cache_dir,
-            date_column,
-            columns,
-        )
-        self.prediction_length = self.series.prediction_length
-        self.context_length = context_length or self.prediction_length
-        self.lags = sorted({int(v) for v in (lags or default_lags(self.series.freq))})
+        self.source, self.name = source, name
+        self.path = None if path is None else resolve_path(path)
+        self.shared_data, self.cache_dir = resolve_path(shared_data), resolve_path(cache_dir)
+        self.max_target_dim = max_target_dim
+        self.date_column, self.columns = date_column, columns
+        if source == "gluonts":
+            from .sources import GLUONTS_SPECS
+
+            if name not in GLUONTS_SPECS:
+                raise ValueError(f"unknown GluonTS data set dataset.name={name!r}; known: {sorted(GLUONTS_SPECS)}")
+            spec = GLUONTS_SPECS[name]
+            self.freq = spec.freq
+            self.prediction_length = spec.prediction_length
+            self.num_test_windows = spec.num_test_windows
+        else:
+            given = {"path": path, "freq": freq, "prediction_length": prediction_length}
+            missing = [k for k, v in given.items() if not v]
+            if missing:
+                raise ValueError(f"dataset.source=csv needs {', '.join('dataset.' + k for k in missing)}")
+            self.freq = str(freq)
+            self.prediction_length = int(prediction_length)
+            self.num_test_windows = num_test_windows or 7
+        self.context_length = int(context_length or self.prediction_length)
+        self.lags = sorted({int(v) for v in (lags or default_lags(self.freq))})
         if not self.lags or self.lags[0] < 1:
             raise ValueError(f"dataset.lags must be positive integers, got {lags}")
         self.max_lag = self.lags[-1]
-        self.num_val_windows = num_val_windows or self.series.num_test_windows
-        total = max(len(t) for t in self.series.test_targets) if self.series.test_targets else len(self.series.train)
-        self.time_feat = time_features(self.series.start, total, self.series.freq)
-        self.frame_shape = (self.series.dim,)
-        self.cond_dim = self.series.dim * len(self.lags) + self.time_feat.shape[1]
+        self.num_val_windows = num_val_windows or self.num_test_windows
         self.window_length = self.context_length + self.prediction_length
+        self.series: MultivariateSeries | None = None
 
-    @staticmethod
-    def _load(
-        source: str, name: str, path: str | None, freq: str | None, prediction_length: int | None,
-        num_test_windows: int | None, max_target_dim: int | None, shared_data: str, cache_dir: str,
-        date_column: str | None, columns: list[str] | None,
-    ) -> MultivariateSeries:  # fmt: skip
+    def target_dim(self) -> int:
+        """D from cheap metadata: the benchmark's known size (GluonTS) or the CSV header."""
+        if self.source == "gluonts":
+            from .sources import GLUONTS_SPECS
+
+            spec = GLUONTS_SPECS[self.name]
+            if self.max_target_dim is None:
+                return spec.dim
+            return min(spec.num_series or spec.dim, int(self.max_target_dim))
+        from .sources import csv_columns
+
+        return len(csv_columns(self.path, self.date_column, self.columns))
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.target_dim(),)
+
+    @property
+    def cond_dim(self) -> int:  # type: ignore[override]
+        return self.target_dim() * len(self.lags) + num_time_features(self.freq)
+
+    def prepare_data(self) -> None:
+        """Convert the GluonTS archive into the cache (or let GluonTS download it); CSV files need nothing."""
+        if self.source == "gluonts":
+            from .sources import prepare_gluonts
+
+            prepare_gluonts(self.name, self.cache_dir, self.shared_data)
+
+    def _load(self) -> MultivariateSeries:
         from .sources import load_csv, load_gluonts
 
-        if source == "gluonts":
-            return load_gluonts(name, resolve_path(cache_dir), resolve_path(shared_data), max_target_dim)
-        missing = [k for k, v in {"path": path, "freq": freq, "prediction_length": prediction_length}.items() if not v]
-        if missing:
-            raise ValueError(f"dataset.source=csv needs {', '.join('dataset.' + k for k in missing)}")
+        if self.source == "gluonts":
+            return load_gluonts(self.name, self.cache_dir, self.shared_data, self.max_target_dim)
         return load_csv(
-            resolve_path(path), freq, prediction_length, num_test_windows or 7, date_column, columns, name=name
-        )
-
-    def model_kwargs(self) -> dict[str, Any]:
-        return {**super().model_kwargs(), "lags": self.lags, "context_length": self.context_length}
+            self.path, self.freq, self.prediction_length, self.num_test_windows, self.date_column, self.columns,
+            name=self.name,
+        )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        self.series = self._load()
+        if self.series.dim != self.target_dim() or self.series.prediction_length != self.prediction_length:
+            raise ValueError(
+                f"{self.name}: the data hold {self.series.dim} series with prediction length "
+                f"{self.series.prediction_length}, but its metadata say {self.target_dim()} and "
+                f"{self.prediction_length}; check dataset.name, dataset.columns and dataset.max_target_dim"
+            )
+        total = max(len(t) for t in self.series.test_targets) if self.series.test_targets else len(self.series.train)
+        self.time_feat = time_features(self.series.start, total, self.series.freq)
         train = self.series.train
         self.train_set = WindowDataset(train, self.time_feat, self.window_length, self.max_lag)
         # validation: seeded random windows of the training range (as many as test windows)
@@ -179,5 +215,7 @@ class TimeSeriesDataModule(SequenceDataModule):
                 raise ValueError(f"unknown split {split!r}; use 'val' or 'test'")
 
     def normalization_stats(self) -> tuple[list[float], list[float]]:
+        if self.series is None:
+            self.setup("fit")
         train = self.series.train.astype(np.float64)
         return train.mean(axis=0).tolist(), train.std(axis=0).tolist()

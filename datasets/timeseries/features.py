@@ -1,7 +1,7 @@
 """Known covariates of the forecasting benchmarks: TimeGrad's lag sets and Fourier date features.
 
 Lags are exact: lag ``l`` of step ``t`` is ``x_{t-l}`` (the official Diffusion Forcing code shifts its lag list by
-one and uses the observation itself as "lag 0"; see ``protocols.md`` §3, pitfall 1). The model builds the lagged
+one and uses the observation itself as "lag 0"; see ``docs/experiments.md`` §3, pitfall 1). The model builds the lagged
 values itself; this module only says which lags to use.
 """
 

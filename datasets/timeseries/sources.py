@@ -25,7 +25,7 @@ from datasets.timeseries.series import MultivariateSeries
 
 
 class GluonTSSpec(NamedTuple):
-    """Facts of one GluonTS GP-copula benchmark (protocols.md §3)."""
+    """Facts of one GluonTS GP-copula benchmark (docs/experiments.md §3)."""
 
     dim: int  # D of the grouped series used by the benchmark (after max_target_dim)
     freq: str  # pandas alias as GluonTS 0.17 writes it in the metadata
@@ -110,6 +110,37 @@ def load_gluonts(
         test_targets=[_time_major(window["target"]) for window in test],
     )
     return series.validate()
+
+
+def prepare_gluonts(name: str, cache_dir: str | Path, shared_data: str | Path | None) -> None:
+    """Convert ``<shared_data>/<name>.tar.gz`` (or GluonTS's download) into ``<cache_dir>/<name>/`` if it is not there
+    yet: the ``prepare_data`` step. :func:`load_gluonts` then reads the converted copy."""
+    if name not in GLUONTS_SPECS:
+        raise ValueError(f"unknown GluonTS dataset {name!r}; known: {sorted(GLUONTS_SPECS)}")
+    cache = Path(cache_dir).expanduser().resolve()
+    shared = Path(shared_data).expanduser().resolve() if shared_data is not None else None
+    archive = shared / f"{name}.tar.gz" if shared is not None else None
+    _get_dataset(name, cache, archive if archive is not None and archive.is_file() else None, shared)
+
+
+def csv_columns(path: str | Path, date_column: str | None = "date", columns: list[str] | None = None) -> list[str]:
+    """The value columns of a CSV file, from its header and first rows (cheap metadata; :func:`load_csv` checks
+    the whole file)."""
+    import pandas as pd
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"CSV file {str(file)!r} not found; check dataset.path")
+    try:
+        head = pd.read_csv(file, nrows=16)
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{file} is empty; check dataset.path") from err
+    if columns is not None:
+        missing = [c for c in columns if c not in head.columns]
+        if missing:
+            raise ValueError(f"columns {missing} not in {file} (has {list(head.columns)}); check dataset.columns")
+        return list(columns)
+    return [c for c in head.columns if c != date_column]
 
 
 def load_csv(

@@ -1,4 +1,4 @@
-"""DMLab-like first-person maze videos from MiniWorld (data.md §2, "DMLab-like"), headless through EGL.
+"""DMLab-like first-person maze videos from MiniWorld (docs/data.md §2, "DMLab-like"), headless through EGL.
 
 ``MiniWorld-Maze-v0`` with a 7 × 7 grid of 2 m rooms, rendered at ``size`` × ``size``. An explorer policy walks
 forward by default; with probability ``turn_prob`` it starts a turn of 2–7 steps in a random direction, and when a

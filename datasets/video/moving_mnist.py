@@ -1,4 +1,4 @@
-"""Moving MNIST from real digits (data.md §2): 2 digits on a 64×64 canvas, 2–4 px/frame, reflected at the
+"""Moving MNIST from real digits (docs/data.md §2): 2 digits on a 64×64 canvas, 2–4 px/frame, reflected at the
 borders, composited with max. Episodes are written in the TECO layout (one ``.npz`` per episode with ``video``
 (T, H, W, 3) uint8 and ``actions`` (T,)), so the same loader reads them."""
 

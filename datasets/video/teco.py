@@ -1,4 +1,5 @@
-"""Videos in the TECO layout (protocols.md §1): one ``.npz`` per episode with ``video`` (T, H, W, 3) uint8 and
+"""Videos in the TECO layout (docs/experiments.md §1, docs/data.md §2): one ``.npz`` per episode with ``video``
+(T, H, W, 3) uint8 and
 ``actions`` (T,), in ``<root>/train/`` and ``<root>/test/`` (the test folder serves validation and test, as in the
 official loader). Minecraft episodes may store the frames as ``<stem>.mp4`` beside an ``.npz`` of actions (read
 with imageio-ffmpeg, the ``video`` extra). Actions are discarded: prediction is unconditional.
@@ -12,13 +13,14 @@ from __future__ import annotations
 import zipfile
 from abc import abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datasets.base import SequenceDataModule
+from datasets.base import SequenceDataModule, npz_shapes
 from utils.paths import resolve_path
 
 
@@ -41,6 +43,24 @@ def read_episode(path: Path) -> np.ndarray:
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
         raise ValueError(f"episode {path}: expected video (T, H, W, 3) uint8, got {video.shape} {video.dtype}")
     return video
+
+
+def episode_frame_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an episode's frames from the ``video`` array's header (or the ``.mp4``'s properties)."""
+    mp4 = path.with_suffix(".mp4")
+    if mp4.is_file():
+        import imageio.v3 as iio
+
+        shape = iio.improps(mp4).shape  # (T, H, W, 3)
+        return int(shape[1]), int(shape[2])
+    try:
+        shapes = npz_shapes(path)
+    except ValueError as err:
+        raise ValueError(f"episode {path} is not readable ({err}); regenerate or remove it") from None
+    video = shapes.get("video")
+    if video is None or len(video) != 4 or video[-1] != 3:
+        raise ValueError(f"episode {path}: expected a 'video' array (T, H, W, 3), found {shapes}")
+    return video[1], video[2]
 
 
 def downsample(video: np.ndarray, resolution: int | None) -> np.ndarray:
@@ -101,12 +121,9 @@ class VideoDataModule(SequenceDataModule):
         stride: int = 1,
         val_split: str = "test",
         resolution: int | None = None,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, seed)
+        super().__init__(**{"batch_size": 16, **loader})
         if n_frames < 2 or stride < 1:
             raise ValueError(f"dataset.n_frames must be >= 2 and dataset.stride >= 1, got {n_frames}, {stride}")
         self.root = resolve_path(path)
@@ -114,8 +131,19 @@ class VideoDataModule(SequenceDataModule):
         self.stride = stride
         self.val_split = val_split
         self.resolution = resolution
-        first = downsample(read_episode(episode_files(self.root, "train")[0]), resolution)
-        self.frame_shape = (3, *first.shape[1:3])
+
+    def frame_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the frames the model sees: from the first training episode's header, then pooled."""
+        h, w = episode_frame_size(episode_files(self.root, "train")[0])
+        if self.resolution is None or self.resolution == h:
+            return h, w
+        if h != w or h % self.resolution:
+            raise ValueError(f"dataset.resolution={self.resolution} must divide the square frame size {h}×{w}")
+        return self.resolution, self.resolution
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (3, *self.frame_size())
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -147,15 +175,31 @@ class GeneratedVideoDataModule(VideoDataModule):
         n_frames: int = 16,
         stride: int = 1,
         resolution: int | None = None,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
         root = resolve_path(data_dir) / f"n{num_train}-{num_test}_f{episode_frames}_s{size}_seed{generation_seed}"
-        self.generate(root / "train", num_train, episode_frames, size, generation_seed)
-        self.generate(root / "test", num_test, episode_frames, size, generation_seed + self.test_seed_offset)
-        super().__init__(str(root), n_frames, stride, "test", resolution, batch_size, val_batch_size, num_workers, seed)
+        super().__init__(str(root), n_frames, stride, "test", resolution, **loader)
+        self.num_train, self.num_test = num_train, num_test
+        self.episode_frames, self.size, self.generation_seed = episode_frames, size, generation_seed
+        if resolution is not None and (resolution < 1 or size % resolution):
+            raise ValueError(f"dataset.resolution={resolution} must divide dataset.size={size}")
+
+    def frame_size(self) -> tuple[int, int]:
+        """From the config: the generated size, pooled to ``resolution``."""
+        side = self.resolution or self.size
+        return side, side
+
+    def prepare_data(self) -> None:
+        """Generate the missing episodes (complete ones are kept, so an interrupted generation resumes)."""
+        self.generate(self.root / "train", self.num_train, self.episode_frames, self.size, self.generation_seed)
+        self.generate(self.root / "test", self.num_test, self.episode_frames, self.size,
+                      self.generation_seed + self.test_seed_offset)  # fmt: skip
+
+    def setup(self, stage: str | None = None) -> None:
+        counts = [len(list((self.root / split).glob("[0-9]*.npz"))) for split in ("train", "test")]
+        if self.train_set is None and counts != [self.num_train, self.num_test]:
+            self.prepare_data()  # used outside a Trainer without prepare_data(): generate here
+        super().setup(stage)
 
     @abstractmethod
     def generate(self, out: Path, num: int, frames: int, size: int, seed: int) -> None:
@@ -170,8 +214,8 @@ class MovingMnistDataModule(GeneratedVideoDataModule):
     test_seed_offset = 1
 
     def __init__(self, shared_data: str = "../shared/data", **kwargs) -> None:
-        self.mnist = resolve_path(shared_data) / "t10k-images-idx3-ubyte.gz"
         super().__init__(**kwargs)
+        self.mnist = resolve_path(shared_data) / "t10k-images-idx3-ubyte.gz"
 
     def generate(self, out: Path, num: int, frames: int, size: int, seed: int) -> None:
         from .moving_mnist import generate_episodes

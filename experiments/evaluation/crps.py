@@ -1,4 +1,5 @@
-"""CRPS metrics for multivariate probabilistic forecasts given as sample paths (protocols.md §3, data.md §3.3).
+"""CRPS metrics for multivariate probabilistic forecasts given as sample paths (docs/experiments.md §3,
+docs/data.md §3.3).
 
 Layout used throughout: ``samples`` is ``(W, S, P, D)`` (test windows, sample paths, prediction steps, target
 dimensions) and ``target`` is ``(W, P, D)``, both on the original (un-normalised) scale and restricted to the

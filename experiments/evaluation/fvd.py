@@ -3,7 +3,7 @@
 The feature network is the Inflated Inception-v1 of Carreira & Zisserman (2017), in the layout of the widely used
 PyTorch port (``Conv3d_1a_7x7.conv3d.weight``, ``Mixed_3b.b1b.bn.running_mean``, ``logits.conv3d.bias``, ...;
 e.g. the Kinetics-400 ``rgb_imagenet.pt`` / ``i3d_pretrained_400.pt`` files). Nothing is downloaded: the path comes
-from ``algorithm.evaluator.fvd_weights``. Clips ``(B, T, 3, H, W)`` in [0, 1] are resized to ``size`` × ``size``
+from ``evaluator.fvd_weights``. Clips ``(B, T, 3, H, W)`` in [0, 1] are resized to ``size`` × ``size``
 (224 for the real network), mapped to [−1, 1], and embedded as the 400 class logits averaged over the clip (global
 average pooling before the 1×1×1 logits layer; for 16-frame clips at 224 this equals the original [2, 7, 7] pooling).
 FVD is the Fréchet distance between Gaussians fitted to the real and the generated embeddings:
@@ -107,11 +107,11 @@ class InceptionI3d(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> InceptionI3d:
-        state = _load(path, "algorithm.evaluator.fvd_weights")
+        state = _load(path, "evaluator.fvd_weights")
         state = {k.removeprefix("module."): v for k, v in state.items()}
         if "logits.conv3d.weight" not in state:
             raise ValueError(
-                f"algorithm.evaluator.fvd_weights={path} is not an Inception-I3D state dict (no 'logits.conv3d.weight')"
+                f"evaluator.fvd_weights={path} is not an Inception-I3D state dict (no 'logits.conv3d.weight')"
             )
         model = cls(num_classes=state["logits.conv3d.weight"].shape[0])
         for key, value in model.state_dict().items():  # files saved before PyTorch 0.4.1 lack these counters
@@ -121,7 +121,7 @@ class InceptionI3d(nn.Module):
             model.load_state_dict(state)
         except RuntimeError as err:
             first = str(err).splitlines()[0]
-            raise ValueError(f"algorithm.evaluator.fvd_weights={path} does not fit Inception-I3D: {first}") from None
+            raise ValueError(f"evaluator.fvd_weights={path} does not fit Inception-I3D: {first}") from None
         return model
 
 
@@ -162,5 +162,5 @@ class FVD:
 
     def __call__(self, real: Tensor, generated: Tensor) -> float:
         if real.shape[0] < 2 or generated.shape[0] < 2:
-            raise ValueError("FVD needs at least 2 clips per set (algorithm.evaluator.num_videos)")
+            raise ValueError("FVD needs at least 2 clips per set (evaluator.num_videos)")
         return frechet_distance(self.embed(real), self.embed(generated))

@@ -35,8 +35,8 @@ class LPIPS(nn.Module):
     @classmethod
     def from_files(cls, backbone: str | os.PathLike, linear: str | os.PathLike) -> LPIPS:
         model = cls()
-        alex = _load(backbone, "algorithm.evaluator.lpips_backbone")
-        heads = _load(linear, "algorithm.evaluator.lpips_linear")
+        alex = _load(backbone, "evaluator.lpips_backbone")
+        heads = _load(linear, "evaluator.lpips_linear")
         state = {}
         for i, idx in enumerate(TORCHVISION_INDEX):
             for kind in ("weight", "bias"):

@@ -1,4 +1,4 @@
-"""Maze2d planning evaluation (protocols.md §2): MPC with Diffusion Forcing plans in vectorised environments.
+"""Maze2d planning evaluation (docs/experiments.md §2): MPC with Diffusion Forcing plans in vectorised environments.
 
 Per mode (``no_guidance`` = behaviour cloning of the random-walk data, ``guidance`` = goal guidance with one
 sample, ``mcg`` = Monte Carlo Guidance with ``mc_samples`` samples), ``num_envs`` environments seeded
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,8 +32,8 @@ from algorithms.diffusion_forcing.guidance import (
 )
 from datasets.maze2d.env import VectorMaze2d
 from datasets.maze2d.layouts import EPISODE_STEPS, Layout
-from utils.distributed import broadcast, rank_world
-from utils.media import log_image
+
+from .base import DomainEvaluator, EvalContext, figure, flatten, save_figure
 
 if TYPE_CHECKING:
     from algorithms.diffusion_forcing.module import DiffusionForcing
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 MODES = ("no_guidance", "guidance", "mcg")
 
 
-class MazePlanningEvaluator:
+class MazePlanningEvaluator(DomainEvaluator):
     def __init__(
         self,
         maze: str = "umaze",
@@ -54,30 +54,28 @@ class MazePlanningEvaluator:
         energy_normalization: str = "official",
         modes: Sequence[str] = MODES,
         multi_task: bool = False,
-        seed: int = 0,
-        during_training: bool = False,
         plot_envs: int = 8,
+        **common: Any,  # seed, during_training: see DomainEvaluator
     ) -> None:
+        super().__init__(**common)
         unknown = [m for m in modes if m not in MODES]
         if unknown:
-            raise ValueError(f"unknown algorithm.evaluator.modes {unknown}; choose from {MODES}")
+            raise ValueError(f"unknown evaluator.modes {unknown}; choose from {MODES}")
         if open_loop_horizon < 1:
-            raise ValueError(f"algorithm.evaluator.open_loop_horizon must be >= 1, got {open_loop_horizon}")
+            raise ValueError(f"evaluator.open_loop_horizon must be >= 1, got {open_loop_horizon}")
         self.layout = Layout(maze)
         self.maze = maze
         self.num_envs = num_envs
         self.episode_steps = episode_steps or EPISODE_STEPS[maze]
         self.open_loop_horizon = open_loop_horizon
         self.guidance_scale = guidance_scale
-        check_mc_mode(mc_mode, "algorithm.evaluator.mc_mode")
+        check_mc_mode(mc_mode, "evaluator.mc_mode")
         self.mc_samples = mc_samples
         self.mc_mode = mc_mode
-        check_energy_normalization(energy_normalization, "algorithm.evaluator.energy_normalization")
+        check_energy_normalization(energy_normalization, "evaluator.energy_normalization")
         self.energy_normalization = energy_normalization
         self.modes = list(modes)
         self.multi_task = multi_task
-        self.seed = seed
-        self.during_training = during_training
         self.plot_envs = plot_envs
 
     def guidance(self, module: DiffusionForcing, goals: torch.Tensor, mode: str) -> Guidance | None:
@@ -108,7 +106,7 @@ class MazePlanningEvaluator:
                 env.set_target()
         targets = np.stack([env.target for env in venv.envs])
         goals = torch.as_tensor(targets, dtype=torch.float32, device=module.device)
-        generator = torch.Generator(device=module.device).manual_seed(self.seed)
+        generator = self.generator(module.device)
         fs = module.frame_stack
         observations, rewards, first_plan = [obs], [], None
         t = 0
@@ -124,7 +122,7 @@ class MazePlanningEvaluator:
             if not np.isfinite(actions).all():
                 raise FloatingPointError(
                     f"the {mode} plan at step {t} holds non-finite actions; check the checkpoint and the guidance "
-                    "scale (algorithm.evaluator.guidance_scale)"
+                    "scale (evaluator.guidance_scale)"
                 )
             for a in np.clip(actions, -1.0, 1.0).transpose(1, 0, 2):
                 if t >= self.episode_steps:
@@ -153,31 +151,21 @@ class MazePlanningEvaluator:
             "time_to_reach": float(np.nanmean(first)) if reached.any() else float("nan"),
         }
 
-    def __call__(self, module: DiffusionForcing, stage: str) -> dict[str, float]:
-        was_training = module.training
-        module.eval()
-        metrics: dict[str, float] | None = None
-        if rank_world()[0] == 0:  # episodes are cheap next to training; rank zero runs them all once
-            results = {mode: self.rollout(module, mode) for mode in self.modes}
-            metrics = {}
-            for mode, result in results.items():
-                for key, value in self.metrics(result).items():
-                    metrics[f"{mode}/{key}"] = value
-            path = module.media_dir / f"maze_{stage}.png"
-            self.plot(results, path, metrics)
-            log_image(module, f"{stage}/maze", path)
-        module.train(was_training)
-        return broadcast(metrics)
+    def compute(self, module: DiffusionForcing, ctx: EvalContext) -> dict[str, float] | None:
+        if not self.is_rank_zero():  # episodes are cheap next to training; rank zero runs them all once
+            return None
+        results = {mode: self.rollout(module, mode) for mode in self.modes}
+        metrics = flatten({mode: self.metrics(result) for mode, result in results.items()})
+        path = ctx.media(f"maze_{ctx.stage}.png")
+        self.plot(results, path, metrics)
+        ctx.log_image(f"{ctx.stage}/maze", path)
+        return metrics
 
     def plot(self, results: dict[str, dict[str, np.ndarray]], path, metrics: dict[str, float]) -> None:
         """Executed trajectories (solid) and first plans (dotted) on the maze, one panel per mode."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from matplotlib.patches import Rectangle
 
-        fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4.5), squeeze=False)
+        fig, axes = figure(len(results), (4.5, 4.5))
         h, w = self.layout.shape
         for ax, (mode, result) in zip(axes[0], results.items()):
             for r, c in self.layout.walls:
@@ -195,6 +183,4 @@ class MazePlanningEvaluator:
             ax.set_title(
                 f"{mode}: return {metrics[f'{mode}/return_mean']:.1f}, success {metrics[f'{mode}/success_rate']:.2f}"
             )
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""Video prediction evaluation (protocols.md §1, "our protocol"): context frames, then autoregressive rollouts.
+"""Video prediction evaluation (docs/experiments.md §1, "our protocol"): context frames, then autoregressive rollouts.
 
 For ``num_videos`` held-out clips (the first windows of the validation split, fixed): condition on the first
 ``context_frames`` frames and
@@ -19,13 +19,12 @@ framed in red; logged to W&B when the logger takes videos.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from utils.distributed import broadcast, rank_world
-
+from .base import DomainEvaluator, EvalContext
 from .video_metrics import intensity_w1, psnr, ssim
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class VideoEvaluator:
+class VideoEvaluator(DomainEvaluator):
     def __init__(
         self,
         context_frames: int = 4,
@@ -44,15 +43,15 @@ class VideoEvaluator:
         media_videos: int = 4,
         media_frames: int = 256,
         fps: int = 8,
-        seed: int = 0,
-        during_training: bool = False,
         lpips_backbone: str | None = None,
         lpips_linear: str | None = None,
         fvd_weights: str | None = None,
         fvd_size: int = 224,
+        **common: Any,  # seed, during_training: see DomainEvaluator
     ) -> None:
+        super().__init__(**common)
         if context_frames < 1 or num_videos < 1:
-            raise ValueError("algorithm.evaluator.context_frames and algorithm.evaluator.num_videos must be >= 1")
+            raise ValueError("evaluator.context_frames and evaluator.num_videos must be >= 1")
         self.context_frames = context_frames
         self.rollout_frames = rollout_frames
         self.bin_frames = bin_frames
@@ -60,42 +59,38 @@ class VideoEvaluator:
         self.media_videos = media_videos
         self.media_frames = media_frames  # frames kept for the gif: the rest of the rollout is not held in memory
         self.fps = fps
-        self.seed = seed
-        self.during_training = during_training
         self.lpips_paths = (lpips_backbone, lpips_linear)
         self._lpips = None
         self.fvd_weights, self.fvd_size = fvd_weights, fvd_size
         self._fvd = None
 
-    def _clips(self, module: DiffusionForcing) -> torch.Tensor:
-        data = module.trainer.datamodule
-        val = data.val_set
+    def _clips(self, module: DiffusionForcing, datamodule) -> torch.Tensor:
+        if datamodule is None or getattr(datamodule, "val_set", None) is None:
+            raise ValueError("the video evaluator needs a set-up video datamodule (its validation split)")
+        val = datamodule.val_set
         n = min(self.num_videos, len(val))
         index = np.linspace(0, len(val) - 1, n).round().astype(int)  # spread over the split's episodes
         return torch.stack([val[int(i)]["x"] for i in index]).to(module.device)  # (B, T, C, H, W) in [0, 1]
 
-    def __call__(self, module: DiffusionForcing, stage: str) -> dict[str, float]:
-        metrics = None
-        if rank_world()[0] == 0:
-            was_training = module.training
-            module.eval()
-            metrics = self.evaluate(module, stage)
-            module.train(was_training)
-        return broadcast(metrics)
+    def compute(self, module: DiffusionForcing, ctx: EvalContext) -> dict[str, float] | None:
+        if not self.is_rank_zero():
+            return None
+        return self.rollouts(module, ctx)
 
     @torch.no_grad()
-    def evaluate(self, module: DiffusionForcing, stage: str) -> dict[str, float]:
-        clips = self._clips(module)
+    def rollouts(self, module: DiffusionForcing, ctx: EvalContext) -> dict[str, float]:
+        stage = ctx.stage
+        clips = self._clips(module, ctx.datamodule)
         horizon = clips.shape[1]
         fs = module.frame_stack
         if self.context_frames % fs or self.context_frames >= horizon:
             raise ValueError(
-                f"algorithm.evaluator.context_frames ({self.context_frames}) must be a multiple of "
+                f"evaluator.context_frames ({self.context_frames}) must be a multiple of "
                 f"algorithm.frame_stack ({fs}) "
                 f"and shorter than the clips ({horizon} frames)"
             )
         context = clips[:, : self.context_frames]
-        gen = torch.Generator(device=module.device).manual_seed(self.seed)
+        gen = self.generator(module.device)
         within = torch.cat(list(module.iter_generate(horizon - self.context_frames, context, generator=gen)), dim=1)
         within = within.clamp(0, 1)
         truth = clips[:, self.context_frames :]
@@ -107,7 +102,7 @@ class VideoEvaluator:
         reference = clips  # real frames of the split, pooled over time
         keep = min(self.media_videos, clips.shape[0])
         kept, bins, current, produced = [], [], [], 0
-        gen = torch.Generator(device=module.device).manual_seed(self.seed + 1)
+        gen = self.generator(module.device, 1)
         for frames in module.iter_generate(total, context, generator=gen):
             frames = frames.clamp(0, 1)
             if produced < self.media_frames:
@@ -130,8 +125,8 @@ class VideoEvaluator:
             metrics["lpips"] = float(lpips(within.flatten(0, 1), truth.flatten(0, 1)).mean())
         else:
             log.info(
-                "video %s: LPIPS skipped (set algorithm.evaluator.lpips_backbone to torchvision AlexNet weights and "
-                "algorithm.evaluator.lpips_linear to LPIPS v0.1 alex.pth)",
+                "video %s: LPIPS skipped (set evaluator.lpips_backbone to torchvision AlexNet weights and "
+                "evaluator.lpips_linear to LPIPS v0.1 alex.pth)",
                 stage,
             )
         if self.fvd_weights:  # clips of the frames after the context; the count and length go with the value
@@ -142,12 +137,10 @@ class VideoEvaluator:
             metrics["fvd"] = self._fvd(truth, within)
             metrics["fvd_clips"], metrics["fvd_frames"] = float(truth.shape[0]), float(truth.shape[1])
         else:
-            log.info(
-                "video %s: FVD skipped (set algorithm.evaluator.fvd_weights to an Inception-I3D state dict)", stage
-            )
-        path = module.media_dir / f"video_{stage}.gif"
+            log.info("video %s: FVD skipped (set evaluator.fvd_weights to an Inception-I3D state dict)", stage)
+        path = ctx.media(f"video_{stage}.gif")
         self.write_gif(path, (clips[:keep] * 255).round().to(torch.uint8).cpu(), torch.cat(kept, dim=1), context)
-        self._log_video(module, f"{stage}/video", path)
+        ctx.log_video(f"{stage}/video", path)
         return metrics
 
     def lpips_model(self, device: torch.device):
@@ -179,9 +172,3 @@ class VideoEvaluator:
                 image[:2], image[-2:], image[:, :2], image[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
             frames.append(Image.fromarray(image))
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / self.fps), loop=0)
-
-    @staticmethod
-    def _log_video(module: DiffusionForcing, key: str, path) -> None:
-        logger = module.logger
-        if logger is not None and hasattr(logger, "log_video"):
-            logger.log_video(key=key, videos=[str(path)], step=module.global_step)

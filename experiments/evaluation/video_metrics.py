@@ -1,4 +1,4 @@
-"""Video metrics on frames in [0, 1] (``data_range = 1``; protocols.md §1): PSNR, SSIM, and a weight-free
+"""Video metrics on frames in [0, 1] (``data_range = 1``; docs/experiments.md §1): PSNR, SSIM, and a weight-free
 stability measure per time bin.
 
 Layout: videos ``(B, T, C, H, W)``. PSNR and SSIM are computed per frame and averaged over the batch, giving one
