@@ -6,7 +6,15 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-quick lint clean-venv
+.PHONY: install render-libs demo test test-quick lint clean-venv
+
+# headless rendering (MuJoCo and MiniWorld through EGL) needs the system's libEGL and libGL; installed when missing
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+render-libs:
+	@ldconfig -p | grep -q 'libEGL.so.1' && ldconfig -p | grep -q 'libGL.so.1' || { \
+	  command -v apt-get >/dev/null && $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends libegl1 libgl1 libgles2 ; } || \
+	  echo "headless rendering needs libEGL and libGL (e.g. apt-get install libegl1 libgl1)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,timeseries,slurm,planning,videogen]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) render-libs
 
 demo: install
 	$(PY) main.py

@@ -134,9 +134,15 @@ class SequenceDataModule(L.LightningDataModule, abc.ABC):
         """Facts about the data the model is built from (never written into the config)."""
         return {"frame_shape": list(self.frame_shape), "cond_dim": self.cond_dim, "obs_dim": self.obs_dim}
 
-    @abc.abstractmethod
+    _stats: tuple[list[float], list[float]] | None = None
+
     def normalization_stats(self) -> tuple[Sequence[float], Sequence[float]]:
-        """Per-channel (mean, std) of the training split."""
+        """Per-channel (mean, std) of the training split: by default ``_stats``, which ``setup`` computes."""
+        if self._stats is None:
+            self.setup("fit")
+        if self._stats is None:
+            raise NotImplementedError(f"{type(self).__name__} sets no normalisation statistics (_stats) in setup")
+        return self._stats
 
     def _stream_position(self) -> tuple[int, int, int]:
         trainer = self.trainer

@@ -25,6 +25,7 @@ DATASETS = [
     "ts_csv",
     "ts_gluonts",
     "video",
+    "robot_swap",
 ]
 
 

@@ -218,9 +218,3 @@ class Maze2dDataModule(SequenceDataModule):
         self.train_set, self.val_set = sets
         frames = torch.cat([obs[1:split], actions[: split - 1]], dim=-1)  # [o_{t+1}, a_t] of the training part
         self._stats = (frames.mean(0).tolist(), frames.std(0).clamp_min(1e-6).tolist())
-
-    def normalization_stats(self) -> tuple[list[float], list[float]]:
-        if self._stats is None:
-            self.setup("fit")
-        assert self._stats is not None
-        return self._stats

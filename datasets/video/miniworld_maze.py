@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.episodes import pending_episodes, save_episode
+
 FORWARD, LEFT, RIGHT = 2, 0, 1
 
 # pyglet reads this when it is first imported: render off-screen through EGL unless the user chose otherwise
@@ -93,20 +95,16 @@ def generate_maze_episodes(
     written to a temporary name and renamed, so an interrupted run never leaves a truncated episode behind."""
     if num < 1 or frames < 2:
         raise ValueError(f"need at least 1 episode of at least 2 frames, got num={num}, frames={frames}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{i:06d}.npz" for i in range(num)]
-    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    paths, todo = pending_episodes(out_dir, num)
     if not todo:
         return paths
+    out = Path(out_dir)
     env = make_env(size)
     try:
         for n, i in enumerate(todo, 1):
             video, actions = record_episode(env, frames, episode_seed(seed, i), np.random.default_rng([seed, i]),
                                             turn_prob)  # fmt: skip
-            tmp = paths[i].with_name(paths[i].stem + ".partial.npz")
-            np.savez_compressed(tmp, video=video, actions=actions)
-            os.replace(tmp, paths[i])
+            save_episode(paths[i], video=video, actions=actions)
             if log_every and n % log_every == 0:
                 print(f"{out}: {n}/{len(todo)} episodes", flush=True)
     finally:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.episodes import save_episode
+
 IDX3_MAGIC = 2051
 
 
@@ -76,7 +78,5 @@ def generate_episodes(
             continue
         clip = moving_mnist(digits, frames, np.random.default_rng([seed, i]), size)
         video = np.repeat(clip[..., None], 3, axis=-1)  # (T, H, W, 3) like the TECO files
-        tmp = path.with_name(path.stem + ".partial.npz")
-        np.savez(tmp, video=video, actions=np.zeros(frames, dtype=np.int64))
-        os.replace(tmp, path)
+        save_episode(path, compressed=False, video=video, actions=np.zeros(frames, dtype=np.int64))
     return paths

@@ -1,0 +1,145 @@
+"""Swap-table demonstrations as Diffusion Forcing tokens (docs/experiments.md §4).
+
+An episode of ``T`` control steps is cut into ``K = T / chunk`` tokens. Token ``k`` holds the observation reached
+after the action chunk ``a_{kH} … a_{kH+H−1}`` (H = ``chunk``), then that chunk (4 numbers per action):
+
+    x_k = [o_{(k+1)H}, a_{kH}, …, a_{kH+H−1}]        (state variant: 10 + 4H numbers)
+
+(observation first: the encoder's input ``first_obs`` is normalised with the leading statistics, docs/method.md §1)
+
+and the first observation ``o_0`` is ``first_obs``, which the encoder turns into ``z_0``. So the token the policy
+samples at control step k is "what to do next and where it leads"; after executing the actions, the real token
+(executed actions, observed state) is committed to the latent as a clean token, and the latent is the policy's only
+memory. Training items are whole episodes (a window never crosses an episode boundary, and every window starts where
+the memory starts).
+
+``layout=chunk_policy`` gives the items of the Diffusion-Policy-like baseline instead: one token per item, the
+action chunk ``[a_{kH} … a_{kH+H−1}]`` alone, conditioned on the last two observations ``[o_{(k−1)H}, o_{kH}]``
+(``cond``, raw units; ``o_0`` twice for k = 0) and on nothing else: no latent memory.
+
+The constructor opens no file: ``prepare_data`` generates the demonstrations into
+``<data_dir>/n<train>-<test>_T<steps>_<observation>_seed<seed>/{train,test}/`` on first use (resumable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from datasets.base import SequenceDataModule, TensorDictDataset
+from utils.paths import resolve_path
+
+from .env import ACTION_DIM, STATE_DIM
+
+OBSERVATIONS = ("state",)
+LAYOUTS = ("episode", "chunk_policy")
+
+
+def pack_tokens(states: np.ndarray, actions: np.ndarray, final_state: np.ndarray, chunk: int) -> np.ndarray:
+    """``(T, 10)`` states, ``(T, 4)`` actions and the state after the last action → tokens ``(T/H, 10 + 4H)``."""
+    t = len(actions)
+    if t % chunk:
+        raise ValueError(f"an episode of {t} steps is not a whole number of chunks of dataset.chunk={chunk}")
+    nxt = np.concatenate([states[chunk::chunk], final_state[None]], axis=0)  # o_{(k+1)H}: (K, 10)
+    acts = rearrange(actions, "(k h) a -> k (h a)", h=chunk)
+    return np.concatenate([nxt, acts], axis=1).astype(np.float32)
+
+
+def unpack_tokens(tokens: np.ndarray | torch.Tensor, chunk: int):
+    """Tokens ``(..., 10 + 4H)`` → action chunks ``(..., H, 4)`` and next observations ``(..., 10)``."""
+    acts = tokens[..., STATE_DIM:]
+    return acts.reshape(*acts.shape[:-1], chunk, ACTION_DIM), tokens[..., :STATE_DIM]
+
+
+class RobotSwapDataModule(SequenceDataModule):
+    """Whole-episode token sequences of the swap table; ``frame_shape = (10 + 4·chunk,)``, ``obs_dim = 10``.
+
+    ``**loader``: batch_size, val_batch_size, num_workers, seed (see :class:`SequenceDataModule`).
+    """
+
+    obs_dim = STATE_DIM
+
+    def __init__(
+        self,
+        data_dir: str = "data/robot_swap",
+        num_train: int = 200,
+        num_test: int = 20,
+        episode_steps: int = 160,
+        chunk: int = 8,
+        observation: str = "state",
+        layout: str = "episode",
+        generation_seed: int = 0,
+        **loader: Any,
+    ) -> None:
+        super().__init__(**{"batch_size": 32, **loader})
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"unknown dataset.observation {observation!r}; choose one of {OBSERVATIONS}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown dataset.layout {layout!r}; choose one of {LAYOUTS}")
+        if chunk < 1 or episode_steps % chunk:
+            raise ValueError(
+                f"dataset.episode_steps ({episode_steps}) must be a positive multiple of dataset.chunk ({chunk})"
+            )
+        if num_train < 2 or num_test < 1:
+            raise ValueError(f"dataset.num_train must be >= 2 and dataset.num_test >= 1, got {num_train}, {num_test}")
+        self.num_train, self.num_test = num_train, num_test
+        self.episode_steps, self.chunk, self.observation = episode_steps, chunk, observation
+        self.generation_seed = generation_seed
+        name = f"n{num_train}-{num_test}_T{episode_steps}_{observation}_seed{generation_seed}"
+        self.root = resolve_path(data_dir) / name
+        self.layout = layout
+        if layout == "episode":
+            self.frame_shape = (STATE_DIM + ACTION_DIM * chunk,)
+        else:
+            self.frame_shape, self.cond_dim, self.obs_dim = (ACTION_DIM * chunk,), 2 * STATE_DIM, 0
+        self._stats: tuple[list[float], list[float]] | None = None
+
+    @property
+    def tokens_per_episode(self) -> int:
+        return self.episode_steps // self.chunk
+
+    def prepare_data(self) -> None:
+        from .generate import generate_demos
+
+        for split, num, offset in (("train", self.num_train, 0), ("test", self.num_test, 10_000)):
+            generate_demos(self.root / split, num, self.generation_seed + offset, self.episode_steps)
+
+    def _load(self, split: str, num: int) -> TensorDictDataset:
+        files = [self.root / split / f"{i:06d}.npz" for i in range(num)]
+        if not all(f.is_file() for f in files):
+            self.prepare_data()  # used outside a Trainer without prepare_data(): generate here
+        tokens, first, config = [], [], []
+        for f in files:
+            with np.load(f) as ep:
+                if len(ep["actions"]) != self.episode_steps:
+                    raise ValueError(f"{f} has {len(ep['actions'])} steps, not dataset.episode_steps; regenerate it")
+                tokens.append(pack_tokens(ep["state"], ep["actions"], ep["final_state"], self.chunk))
+                first.append(ep["state"][0])
+                config.append(int(ep["configuration"]))
+        x = torch.from_numpy(np.stack(tokens))  # (N, K, 10 + 4H)
+        first_obs = torch.from_numpy(np.stack(first).astype(np.float32))
+        if self.layout == "chunk_policy":
+            now = torch.cat([first_obs[:, None], x[:, :-1, :STATE_DIM]], dim=1)  # o_{kH}: (N, K, 10)
+            before = torch.cat([now[:, :1], now[:, :-1]], dim=1)  # o_{(k-1)H}, o_0 for k = 0
+            return TensorDictDataset(
+                {
+                    "x": x[:, :, STATE_DIM:].flatten(0, 1)[:, None],  # (N·K, 1, 4H)
+                    "cond": torch.cat([before, now], dim=-1).flatten(0, 1)[:, None],  # (N·K, 1, 20)
+                }
+            )
+        return TensorDictDataset({"x": x, "first_obs": first_obs, "configuration": torch.tensor(config)})
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = self._load("train", self.num_train)
+        self.val_set = self._load("test", self.num_test)
+        x = self.train_set.tensors["x"].flatten(0, 1).double()
+        self._stats = (x.mean(0).tolist(), x.std(0).clamp_min(1e-3).tolist())
+
+    def episode_files(self, split: str = "test") -> list[Path]:
+        return sorted((self.root / split).glob("[0-9]*.npz"))

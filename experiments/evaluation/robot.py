@@ -1,0 +1,265 @@
+"""Swap-table evaluation: the Diffusion Forcing policy with its memory in the latent (docs/experiments.md §4).
+
+``num_episodes`` seeded episodes (configuration ``i % 2``, placement from ``default_rng([seed + 20000, i])``, never a
+training or test demonstration) run side by side. At each control step k the policy samples the next token
+``[o_{(k+1)H}, a_{kH..kH+H−1}]`` from the latent with the configured sampler (``plan_tokens`` tokens, the first one
+executed), executes its H actions, and then commits the *real* token (the observation reached, the actions executed)
+to the latent as a clean token. Modes:
+
+* ``memory``: the latent carries everything since the first observation: the policy's only memory;
+* ``memoryless``: the latent is re-encoded from the current observation before every plan (``z = enc(o)``), the
+  baseline that cannot know which configuration it is in once the first object has moved;
+* ``memory_flagged``: as ``memory``, but a token whose observation is known to be corrupted (see below) is committed
+  at noise level ``flag_level`` instead of as clean, so the latent leans on its prior (paper §4.4);
+* ``obs_history``: the Diffusion-Policy-like baseline (a model trained with ``dataset.layout=chunk_policy``): the
+  action chunk is sampled from the initial latent, conditioned on the last two observations only.
+
+Corruption (``corruption``) replaces the observation the policy receives, for the tokens ``corrupt_tokens = [first,
+last)`` (by default the steps around the first decision that needs memory), before it enters the latent or the
+observation history: ``occlusion`` (all zeros, a blacked-out camera), ``noise`` (``N(0, noise_std²)`` added to every
+number) or ``distractor`` (object 2 reported in the empty slot, a look-alike placed there). The environment itself is
+untouched.
+
+Metrics per mode: ``success_rate`` with its 95 % Wilson interval (``success_low``, ``success_high``), the same per
+configuration (``config0/…``, ``config1/…``), ``time_to_complete`` (first step at the goal, over successes) and the
+failure modes as fractions of all episodes: ``fail_wrong_first_move`` (the first object moved is not object 1 or goes
+to the wrong slot), ``fail_dropped`` (an object ends outside every slot or still held) and ``fail_timeout`` (anything
+else: the swap is not finished). Media: ``media/robot_<stage>_<mode>.gif`` (front and wrist cameras, the moves made).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from datasets.robot.datamodule import unpack_tokens
+from datasets.robot.env import REST_Z, SLOT_NAMES, SLOTS, SwapTableEnv
+from datasets.robot.generate import placement
+from datasets.robot.task import GOAL, START, Move, plan
+
+from .base import DomainEvaluator, EvalContext, flatten
+
+if TYPE_CHECKING:
+    from algorithms.diffusion_forcing.module import DiffusionForcing
+
+MODES = ("memory", "memory_flagged", "memoryless", "obs_history")
+CORRUPTIONS = ("none", "occlusion", "noise", "distractor")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def first_move(arrangements: list[tuple]) -> Move | None:
+    """The first move in a sequence of arrangements: an object that comes to rest in a slot other than the one it
+    last rested in (arrangements while it is carried do not list it)."""
+    last = {obj: arrangements[0].index(obj) for obj in (1, 2) if obj in arrangements[0]}
+    for arrangement in arrangements[1:]:
+        for obj in (1, 2):
+            if obj in arrangement:
+                slot = arrangement.index(obj)
+                if obj in last and last[obj] != slot:
+                    return Move(obj, last[obj], slot)
+                last[obj] = slot
+    return None
+
+
+class RobotSwapEvaluator(DomainEvaluator):
+    def __init__(
+        self,
+        num_episodes: int = 100,
+        episode_steps: int = 160,
+        chunk: int = 8,
+        plan_tokens: int = 1,
+        modes: Sequence[str] = ("memory", "memoryless"),
+        corruption: str = "none",
+        corrupt_tokens: Sequence[int] = (3, 9),
+        flag_level: int = 800,
+        noise_std: float = 0.1,
+        gif_episodes: int = 2,
+        **common: Any,  # seed, during_training: see DomainEvaluator
+    ) -> None:
+        super().__init__(**common)
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            raise ValueError(f"unknown evaluator.modes {unknown}; choose from {MODES}")
+        if num_episodes < 2 or episode_steps % chunk or plan_tokens < 1:
+            raise ValueError(
+                "evaluator.num_episodes must be >= 2, evaluator.episode_steps a multiple of evaluator.chunk "
+                f"(dataset.chunk) and evaluator.plan_tokens >= 1; got {num_episodes}, {episode_steps}, {chunk}, "
+                f"{plan_tokens}"
+            )
+        if corruption not in CORRUPTIONS:
+            raise ValueError(f"unknown evaluator.corruption {corruption!r}; choose from {CORRUPTIONS}")
+        if len(corrupt_tokens) != 2 or not 0 <= corrupt_tokens[0] <= corrupt_tokens[1]:
+            raise ValueError(f"evaluator.corrupt_tokens must be [first, last) token indices: {list(corrupt_tokens)}")
+        self.corruption, self.corrupt_tokens = corruption, (int(corrupt_tokens[0]), int(corrupt_tokens[1]))
+        self.flag_level, self.noise_std = int(flag_level), float(noise_std)
+        self.num_episodes, self.episode_steps, self.chunk = num_episodes, episode_steps, chunk
+        self.plan_tokens, self.modes, self.gif_episodes = plan_tokens, list(modes), gif_episodes
+
+    @torch.no_grad()
+    def rollout(self, module: DiffusionForcing, mode: str, record: int = 0) -> dict[str, Any]:
+        """Run every episode in ``mode``; ``record`` episodes also keep their camera frames."""
+        if module.frame_stack != 1:
+            raise ValueError("the swap-table policy uses one chunk per token: set algorithm.frame_stack=1")
+        n, device = self.num_episodes, module.device
+        envs = [SwapTableEnv() for _ in range(n)]
+        configs = [i % 2 for i in range(n)]
+        states = np.stack([env.reset(placement(c, np.random.default_rng([self.seed + 20_000, i])))
+                           for i, (env, c) in enumerate(zip(envs, configs))])  # fmt: skip
+        generator = self.generator(device, MODES.index(mode))
+        sampler, cell = module.sampler, module.sampling_cell
+        obs = torch.as_tensor(states, device=device)
+        history, flagged = mode == "obs_history", mode == "memory_flagged"
+        noise_rng = np.random.default_rng([self.seed, 7, MODES.index(mode)])
+        previous = obs
+        z = module.initial_latent(n, None if history else obs)
+        arrangements = [[env.arrangement()] for env in envs]
+        reached = [None] * n
+        frames = [[] for _ in range(record)]
+        step = 0
+        for k in range(self.episode_steps // self.chunk):
+            if mode == "memoryless":
+                z = module.initial_latent(n, obs)
+            cond = torch.cat([previous, obs], dim=-1)[:, None] if history else None  # (n, 1, 20)
+            with torch.autocast(device_type=device.type, enabled=False):
+                tokens, _ = sampler.denoise_chunk(
+                    cell, z, self.plan_tokens if not history else 1, cond, None, generator
+                )
+            plan_frames = module.tokens_to_frames(tokens[:, :1])[:, 0].cpu().numpy()  # (n, [10 +] 4H) data units
+            if history:
+                actions = plan_frames.reshape(n, self.chunk, -1)
+            else:
+                actions, _ = unpack_tokens(plan_frames, self.chunk)
+            if not np.isfinite(actions).all():
+                raise FloatingPointError(f"the {mode} policy produced non-finite actions at step {step}")
+            for h in range(self.chunk):
+                for i, env in enumerate(envs):
+                    if i < record:
+                        frames[i].append(env.render())
+                    states[i] = env.step(actions[i, h])
+                    arrangements[i].append(env.arrangement())
+                    if reached[i] is None and arrangements[i][-1] == GOAL[configs[i]]:
+                        reached[i] = step + 1
+                step += 1
+            corrupted = self.corruption != "none" and self.corrupt_tokens[0] <= k < self.corrupt_tokens[1]
+            seen = self.corrupt(states, envs, noise_rng) if corrupted else states
+            previous, obs = obs, torch.as_tensor(seen, device=device)
+            if not history:  # the token the policy saw joins the latent: its memory
+                executed = np.concatenate([seen, actions.reshape(n, -1)], axis=1).astype(np.float32)
+                real = module.normalizer.normalize(torch.as_tensor(executed, device=device))
+                if corrupted and flagged:
+                    z = self.commit_noisy(sampler, cell, z, real, generator)
+                else:
+                    z = sampler.commit_tokens(cell, z, real[:, None])
+        finals = [env.arrangement() for env in envs]
+        held = [env.held is not None for env in envs]
+        for env in envs:
+            env.close()
+        return {"configs": configs, "finals": finals, "held": held, "arrangements": arrangements, "reached": reached,
+                "frames": frames}  # fmt: skip
+
+    def corrupt(self, states: np.ndarray, envs: list[SwapTableEnv], rng: np.random.Generator) -> np.ndarray:
+        """The observations ``(n, 10)`` the policy receives under ``corruption`` (the environment is untouched)."""
+        seen = states.copy()
+        if self.corruption == "occlusion":
+            seen[:] = 0.0
+        elif self.corruption == "noise":
+            seen += rng.normal(0.0, self.noise_std, seen.shape).astype(seen.dtype)
+        elif self.corruption == "distractor":
+            for i, env in enumerate(envs):
+                empty = [j for j, v in enumerate(env.arrangement()) if v is None]
+                if empty:  # a look-alike of object 2 in an empty slot, reported in its place
+                    seen[i, 7:10] = [*SLOTS[empty[-1]], REST_Z]
+        return seen
+
+    def commit_noisy(self, sampler, cell, z: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None):
+        """Advance the latent over tokens ``x (n, ...)`` flagged as corrupted: presented at ``flag_level`` as
+        ``q_sample(x, flag_level, ξ)``, so the cell weighs them as noisy observations (docs/method.md §1, §9;
+        paper §4.4)."""
+        if not 0 < self.flag_level < cell.schedule.num_levels:
+            raise ValueError(
+                f"evaluator.flag_level={self.flag_level} must lie in [1, {cell.schedule.num_levels - 1}] "
+                "(algorithm.num_levels)"
+            )
+        level = torch.full((x.shape[0],), self.flag_level, device=x.device, dtype=torch.long)
+        noise = sampler.noise(tuple(x.shape), x, generator)
+        z, _, _ = cell(z, cell.schedule.q_sample(x, level, noise), level, None)
+        return z
+
+    def metrics(self, result: dict[str, Any]) -> dict[str, float]:
+        configs, finals = result["configs"], result["finals"]
+        success = [f == GOAL[c] for f, c in zip(finals, configs)]
+        out: dict[str, float] = {}
+        for name, idx in (("", range(len(configs))), ("config0/", range(0, len(configs), 2)),
+                          ("config1/", range(1, len(configs), 2))):  # fmt: skip
+            wins = sum(success[i] for i in idx)
+            low, high = wilson_interval(wins, len(idx))
+            out[f"{name}success_rate"], out[f"{name}success_low"], out[f"{name}success_high"] = (
+                wins / len(idx),
+                low,
+                high,
+            )
+        times = [r for r, s in zip(result["reached"], success) if s and r is not None]
+        out["time_to_complete"] = float(np.mean(times)) if times else float("nan")
+        wrong = dropped = timeout = 0
+        for i, (c, final) in enumerate(zip(configs, finals)):
+            if success[i]:
+                continue
+            move = first_move(result["arrangements"][i])
+            if move is not None and move != plan(c)[0]:
+                wrong += 1
+            elif result["held"][i] or sum(v is not None for v in final) < 2:
+                dropped += 1
+            else:
+                timeout += 1
+        n = len(configs)
+        out["fail_wrong_first_move"], out["fail_dropped"], out["fail_timeout"] = wrong / n, dropped / n, timeout / n
+        return out
+
+    def compute(self, module: DiffusionForcing, ctx: EvalContext) -> dict[str, float] | None:
+        if not self.is_rank_zero():  # episodes are cheap next to training: rank zero runs them all once
+            return None
+        per_mode = {}
+        for mode in self.modes:
+            result = self.rollout(module, mode, record=min(self.gif_episodes, self.num_episodes))
+            per_mode[mode] = self.metrics(result)
+            if result["frames"] and result["frames"][0]:
+                path = ctx.media(f"robot_{ctx.stage}_{mode}.gif")
+                self.write_gif(path, result)
+                ctx.log_video(f"{ctx.stage}/robot_{mode}", path)
+        return flatten(per_mode)
+
+    def write_gif(self, path, result: dict[str, Any]) -> None:
+        """Recorded episodes side by side (front over wrist camera, 4× enlarged); the title strip names the start
+        arrangement and the final one."""
+        from PIL import Image, ImageDraw
+
+        episodes = result["frames"]
+        images = []
+        for t in range(len(episodes[0])):
+            columns = [np.concatenate(list(ep[t]), axis=0) for ep in episodes]  # (2H, W, 3) per episode
+            grid = np.kron(np.concatenate(columns, axis=1), np.ones((4, 4, 1), dtype=np.uint8))
+            canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + 14), "white")
+            canvas.paste(Image.fromarray(grid), (0, 14))
+            label = "  ".join(
+                f"c{c}: {_name(START[c])} -> {_name(f)}" for c, f in zip(result["configs"], result["finals"])
+            )
+            ImageDraw.Draw(canvas).text((2, 1), label[: grid.shape[1] // 6], fill="black")
+            images.append(canvas)
+        images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0)
+
+
+def _name(arrangement: tuple) -> str:
+    return "".join("-" if v is None else str(v) for v in arrangement) + f"({SLOT_NAMES})"

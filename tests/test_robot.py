@@ -1,0 +1,206 @@
+"""The swap table: physics and rendering, the expert, the memory bound, tokens, and the policy's evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets.robot.datamodule import RobotSwapDataModule, pack_tokens, unpack_tokens
+from datasets.robot.env import HALF, REST_Z, SLOTS, Placement, SwapTableEnv
+from datasets.robot.expert import MemorylessOracle, MoveController, ScriptedExpert
+from datasets.robot.generate import placement
+from datasets.robot.task import GOAL, START, Move, all_memoryless_policies, expert_policy, memoryless_success, rollout
+from experiments.evaluation.robot import first_move, wilson_interval
+from experiments.run import run
+from tests.test_training import make_cfg
+
+
+def run_policy(env: SwapTableEnv, policy, steps: int = 200) -> tuple:
+    for _ in range(steps):
+        env.step(policy.act(env))
+    return env.arrangement()
+
+
+def test_grasp_carry_place_and_collisions() -> None:
+    env = SwapTableEnv()
+    offsets = np.array([[0.01, -0.015], [-0.012, 0.008]])
+    env.reset(Placement((0, 1), offsets))
+    assert env.arrangement() == (1, 2, None)
+    np.testing.assert_allclose(env.object_positions()[:, 2], REST_Z, atol=2e-3)  # resting on the table, not in it
+    controller = MoveController(np.random.default_rng(0), jitter=0.0)
+    controller.start_move(env, Move(1, 0, 2), offsets)
+    carried = []
+    while not controller.done:
+        env.step(controller.act(env))
+        if env.held == 0:
+            carried.append(env.object_positions()[0, 2])
+    assert max(carried) > REST_Z + 0.05  # lifted while held
+    for _ in range(10):
+        env.step(controller.act(env))
+    assert env.held is None and env.arrangement() == (None, 2, 1)
+    np.testing.assert_allclose(env.object_positions()[0, :2], SLOTS[2] + offsets[0], atol=2e-3)  # same offset
+    # closing far from any object grasps nothing
+    env.step(np.array([0.0, -0.2, 0.1, 1.0]))
+    assert env.held is None
+    # an object dropped onto the other one does not sink into it
+    env.reset(Placement((0, 1), np.zeros((2, 2))))
+    controller.start_move(env, Move(1, 0, 1), np.zeros((2, 2)))
+    on_top = np.array([SLOTS[1][0], SLOTS[1][1], REST_Z + 2 * HALF + 0.004])  # put it down on object 2
+    controller.waypoints = [
+        *controller.waypoints[:5],
+        (on_top, 1.0, 0),
+        (on_top, 0.0, 2),
+        (on_top + [0, 0, 0.1], 0.0, 0),
+    ]
+    for _ in range(120):
+        env.step(controller.act(env))
+    z1, z2 = env.object_positions()[:, 2]
+    assert z1 > z2 + 1.5 * HALF  # on top of object 2 (collisions), not merged with it
+
+
+def test_rendering_is_deterministic_and_shows_both_cameras() -> None:
+    env = SwapTableEnv(image_size=32)
+    place = placement(0, np.random.default_rng(3))
+    images = []
+    for _ in range(2):
+        env.reset(place)
+        env.step(np.array([-0.1, 0.0, 0.1, 0.0]))
+        images.append(env.render())
+    assert images[0].shape == (2, 32, 32, 3) and images[0].dtype == np.uint8
+    np.testing.assert_array_equal(images[0], images[1])
+    assert not np.array_equal(images[0][0], images[0][1]) and images[0].std() > 10  # two different, non-blank views
+    env.close()
+
+
+@pytest.mark.parametrize("configuration", [0, 1])
+def test_scripted_expert_always_finishes(configuration: int) -> None:
+    env = SwapTableEnv()
+    for seed in range(6):
+        rng = np.random.default_rng([seed, configuration])
+        place = placement(configuration, rng)
+        env.reset(place)
+        assert env.arrangement() == START[configuration]
+        expert = ScriptedExpert(configuration, place.offsets, rng)
+        assert run_policy(env, expert, 160) == GOAL[configuration] and expert.finished
+
+
+def test_no_memoryless_policy_finishes_both_configurations() -> None:
+    """The task forces memory: over every memoryless policy (all 729 maps from the six arrangements to a move or
+    "stop"), at most one configuration is finished; some finish exactly one; the expert, which remembers its moves,
+    finishes both."""
+    outcomes = [memoryless_success(p) for p in all_memoryless_policies()]
+    assert len(outcomes) == 3**6
+    assert max(sum(o) for o in outcomes) == 1
+    assert [True, False] in outcomes and [False, True] in outcomes
+    for c in (0, 1):
+        assert rollout(START[c], expert_policy(c)) == GOAL[c]
+
+
+def test_memoryless_oracle_succeeds_in_exactly_one_configuration_on_the_table() -> None:
+    # the memoryless mapping that follows configuration 0's moves wherever they apply
+    table = {START[0]: Move(1, 0, 2), (None, 2, 1): Move(2, 1, 0), (2, None, 1): Move(1, 2, 1)}
+    env = SwapTableEnv()
+    finished = []
+    for c in (0, 1):
+        rng = np.random.default_rng(c)
+        place = placement(c, rng)
+        env.reset(place)
+        oracle = MemorylessOracle(table.get, place.offsets, rng)
+        finished.append(run_policy(env, oracle, 200) == GOAL[c])
+    assert finished == [True, False]
+
+
+def test_tokens_round_trip_and_windows_stay_inside_episodes(tmp_path: Path) -> None:
+    dm = RobotSwapDataModule(str(tmp_path), num_train=4, num_test=2, episode_steps=160, chunk=8)
+    assert not tmp_path.joinpath(dm.root.name).exists()  # the constructor generates nothing
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.train_set.tensors["x"].shape == (4, 20, 42) and dm.model_kwargs()["frame_shape"] == [42]
+    for i, f in enumerate(dm.episode_files("train")):
+        with np.load(f) as ep:
+            item = dm.train_set[i]
+            np.testing.assert_array_equal(item["first_obs"].numpy(), ep["state"][0])  # one item = one whole episode
+            assert int(item["configuration"]) == i % 2 == int(ep["configuration"])
+            actions, nxt = unpack_tokens(item["x"].numpy(), 8)
+            np.testing.assert_array_equal(actions.reshape(-1, 4), ep["actions"])
+            np.testing.assert_array_equal(nxt[:-1], ep["state"][8::8])
+            np.testing.assert_array_equal(nxt[-1], ep["final_state"])
+            np.testing.assert_array_equal(pack_tokens(ep["state"], ep["actions"], ep["final_state"], 8), item["x"])
+
+
+def test_wilson_interval_and_first_move() -> None:
+    low, high = wilson_interval(40, 50)
+    assert low == pytest.approx(0.6696, abs=1e-3) and high == pytest.approx(0.8876, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    seq = [(1, 2, None), (None, 2, None), (None, 2, None), (None, 2, 1), (None, None, 1), (2, None, 1)]
+    assert first_move(seq) == Move(1, 0, 2)
+
+
+def test_smoke_train_and_evaluate_write_success_metrics_and_gifs(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, ["experiment=robot_swap_state_cpu", "debug=smoke", f"paths.data_cache={tmp_path / 'c'}"])
+    metrics = run(cfg)
+    for mode in ("memory", "memoryless"):
+        for key in ("success_rate", "success_low", "config0/success_rate", "config1/success_high", "fail_timeout"):
+            assert 0.0 <= metrics[f"val/{mode}/{key}"] <= 1.0
+        assert (tmp_path / "media" / f"robot_val_{mode}.gif").stat().st_size > 1000
+    assert json.loads((tmp_path / "metrics.json").read_text())["trainer/global_step"] == 2
+
+
+def test_chunk_policy_items_hold_one_chunk_and_the_last_two_observations(tmp_path: Path) -> None:
+    episode = RobotSwapDataModule(str(tmp_path), num_train=2, num_test=1)
+    chunks = RobotSwapDataModule(str(tmp_path), num_train=2, num_test=1, layout="chunk_policy")
+    assert chunks.model_kwargs() == {"frame_shape": [32], "cond_dim": 20, "obs_dim": 0}
+    episode.setup("fit")
+    chunks.setup("fit")
+    assert chunks.train_set.tensors["x"].shape == (2 * 20, 1, 32)
+    with np.load(episode.episode_files("train")[1]) as ep:
+        for k in (0, 1, 7):
+            item = chunks.train_set[20 + k]
+            np.testing.assert_array_equal(item["x"][0].numpy(), ep["actions"][8 * k : 8 * k + 8].ravel())
+            before, now = ep["state"][max(0, 8 * (k - 1))], ep["state"][8 * k]
+            np.testing.assert_array_equal(item["cond"][0].numpy(), np.concatenate([before, now]))
+
+
+def test_corruptions_change_only_what_the_policy_sees() -> None:
+    from experiments.evaluation.robot import RobotSwapEvaluator
+
+    env = SwapTableEnv()
+    true = env.reset(placement(0, np.random.default_rng(0)))[None].copy()  # arrangement (1, 2, -): C is empty
+    seen = {}
+    for kind in ("occlusion", "noise", "distractor"):
+        evaluator = RobotSwapEvaluator(num_episodes=2, corruption=kind, noise_std=0.1)
+        seen[kind] = evaluator.corrupt(true, [env], np.random.default_rng(0))
+    np.testing.assert_array_equal(env.state()[None], true)  # the environment is untouched
+    assert not seen["occlusion"].any()
+    assert 0.05 < np.abs(seen["noise"] - true).mean() < 0.15
+    np.testing.assert_array_equal(seen["distractor"][0, :7], true[0, :7])  # gripper and object 1 as they are
+    np.testing.assert_allclose(seen["distractor"][0, 7:], [*SLOTS[2], REST_Z])  # object 2 reported in slot C
+
+
+def test_flagged_tokens_enter_the_latent_as_noisy_observations() -> None:
+    """``commit_noisy`` is the cell applied to ``sqrt(ᾱ_k)·x + sqrt(1 − ᾱ_k)·ξ`` at label k (the forward process)."""
+    import torch
+
+    from algorithms.diffusion_forcing.backbones.rnn_mlp import RecurrentMLP
+    from algorithms.diffusion_forcing.denoiser import DenoisingCell
+    from algorithms.diffusion_forcing.noise_schedule import NoiseSchedule
+    from algorithms.diffusion_forcing.sampler import Sampler
+    from experiments.evaluation.robot import RobotSwapEvaluator
+
+    torch.manual_seed(0)
+    cell = DenoisingCell(RecurrentMLP((6,), z_dim=8, hidden_dim=16), NoiseSchedule("cosine", 1000), "x0", 20.0)
+    sampler = Sampler(sampling_steps=5)
+    z, x = torch.randn(3, 8), torch.randn(3, 6)
+    evaluator = RobotSwapEvaluator(num_episodes=2, flag_level=700)
+    got = evaluator.commit_noisy(sampler, cell, z, x, torch.Generator().manual_seed(1))
+    xi = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
+    abar = cell.schedule.alphas_cumprod[700]
+    expected, _, _ = cell(z, abar.sqrt() * x + (1 - abar).sqrt() * xi, torch.full((3,), 700), None)
+    torch.testing.assert_close(got, expected)
+    clean = sampler.commit_tokens(cell, z, x[:, None])
+    assert not torch.allclose(got, clean)
+    with pytest.raises(ValueError, match="evaluator.flag_level"):
+        RobotSwapEvaluator(num_episodes=2, flag_level=1000).commit_noisy(sampler, cell, z, x, None)
