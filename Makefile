@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU build; an open range would pull a multi-GB CUDA wheel
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,timeseries,slurm,planning,videogen]"
+	$(PY) -m pip install --quiet -e ".[dev,timeseries,slurm,planning,video,videogen]"
 	touch $(STAMP)
 
 install: $(STAMP) render-libs

@@ -204,3 +204,41 @@ def test_flagged_tokens_enter_the_latent_as_noisy_observations() -> None:
     assert not torch.allclose(got, clean)
     with pytest.raises(ValueError, match="evaluator.flag_level"):
         RobotSwapEvaluator(num_episodes=2, flag_level=1000).commit_noisy(sampler, cell, z, x, None)
+
+
+def test_official_layout_loader_on_tiny_files(tmp_path: Path) -> None:
+    import pickle
+
+    import imageio.v3 as iio
+
+    from datasets.robot.official import load_trajectory, official_episodes, read_official_episode
+
+    steps, rng = 6, np.random.default_rng(0)
+    episode = tmp_path / "episode_000"
+    episode.mkdir()
+    colours = {"cam_0": (200, 30, 30), "cam_1": (30, 30, 200)}
+    for name, colour in colours.items():  # a flat colour per camera survives video compression
+        frames = np.tile(np.array(colour, dtype=np.uint8), (steps, 64, 64, 1))
+        iio.imwrite(episode / f"{name}.mp4", frames, fps=10, plugin="FFMPEG")
+    traj = {
+        "ee_pos": [rng.normal(size=3) for _ in range(steps)],
+        "ee_quat": [np.array([0, 0, 0, 1.0]) for _ in range(steps)],
+        "ee_pos_target": [rng.normal(size=3) for _ in range(steps)],
+        "ee_quat_target": [np.array([0, 0, 0.6, 0.8]) for _ in range(steps)],
+        "grasp": [float(t >= 3) for t in range(steps)],
+    }
+    (episode / "traj.pkl").write_bytes(pickle.dumps(traj))
+    assert official_episodes(tmp_path) == [episode]
+    out = read_official_episode(episode, resolution=32)
+    assert out["images"].shape == (steps, 2, 32, 32, 3) and out["actions"].shape == (steps, 8)
+    np.testing.assert_allclose(out["images"][:, 0].mean(axis=(0, 1, 2)), colours["cam_0"], atol=12)
+    np.testing.assert_allclose(out["images"][:, 1].mean(axis=(0, 1, 2)), colours["cam_1"], atol=12)
+    np.testing.assert_allclose(out["actions"][:, :3], np.stack(traj["ee_pos_target"]), rtol=1e-6)
+    np.testing.assert_array_equal(out["actions"][:, 7], [0, 0, 0, 1, 1, 1])
+    # a pickle that would run code is refused, and a broken layout is a clear error
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"ee_pos": [print]}))
+    with pytest.raises(ValueError, match="refusing"):
+        load_trajectory(tmp_path / "evil.pkl")
+    (episode / "extra.pkl").write_bytes(pickle.dumps(traj))
+    with pytest.raises(ValueError, match="one .pkl"):
+        read_official_episode(episode)

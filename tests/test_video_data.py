@@ -241,3 +241,20 @@ def test_fvd_from_a_local_i3d_file_orders_noise_levels(tmp_path: Path) -> None:
         FVD(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="fvd_weights"):
         FVD(tmp_path / "missing.pt")
+
+
+def test_minecraft_style_mp4_episodes_beside_their_actions(tmp_path: Path) -> None:
+    """TECO Minecraft episodes keep their frames in ``<stem>.mp4`` beside an ``.npz`` of actions."""
+    import imageio.v3 as iio
+
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        frames = np.tile(np.array([40, 160, 90], dtype=np.uint8), (12, 32, 32, 1))
+        iio.imwrite(tmp_path / split / "0.mp4", frames, fps=10, plugin="FFMPEG")
+        np.savez(tmp_path / split / "0.npz", actions=np.zeros(12, dtype=np.int64))
+    dm = VideoDataModule(str(tmp_path), n_frames=8)
+    assert dm.model_kwargs()["frame_shape"] == [3, 32, 32]  # from the video's properties, nothing decoded
+    dm.setup("fit")
+    clip = dm.train_set[0]["x"]
+    assert clip.shape == (8, 3, 32, 32)
+    np.testing.assert_allclose(clip.mean(dim=(0, 2, 3)).numpy() * 255, [40, 160, 90], atol=10)
