@@ -31,6 +31,13 @@ BAD_VALUES = [
     (["experiment=maze2d_umaze_cpu", "evaluator.open_loop_horizon=0"],
      "evaluator.open_loop_horizon"),
     (["dataset.batch_size=0"], "dataset.batch_size"),
+    (["algorithm.lr_decay=step"], "algorithm.lr_decay"),
+    (["algorithm.lr_decay=cosine", "algorithm.lr_decay_steps=0"], "algorithm.lr_decay_steps"),
+    (["experiment=robot_swap_state_cpu", "dataset.observation=lidar"], "dataset.observation"),
+    (["experiment=robot_swap_state_cpu", "dataset.chunk=7"], "dataset.episode_steps"),
+    (["experiment=robot_swap_state_cpu", "evaluator.corruption=fog"], "evaluator.corruption"),
+    (["experiment=robot_swap_state_cpu", "evaluator.modes=[oracle]"], "evaluator.modes"),
+    (["experiment=robot_swap_state_cpu", "evaluator.corrupt_tokens=[5,2]"], "evaluator.corrupt_tokens"),
 ]  # fmt: skip
 
 

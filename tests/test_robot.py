@@ -242,3 +242,38 @@ def test_official_layout_loader_on_tiny_files(tmp_path: Path) -> None:
     (episode / "extra.pkl").write_bytes(pickle.dumps(traj))
     with pytest.raises(ValueError, match="one .pkl"):
         read_official_episode(episode)
+
+
+def test_image_tokens_pack_cameras_and_action_planes(tmp_path: Path) -> None:
+    from datasets.robot.datamodule import action_planes, pack_image_tokens, planes_to_actions
+
+    rng = np.random.default_rng(0)
+    actions = rng.normal(size=(5, 8, 4)).astype(np.float32)
+    planes = action_planes(actions, 32)
+    assert planes.shape == (5, 4, 32, 32)
+    np.testing.assert_allclose(planes_to_actions(planes, 8), actions, atol=1e-6)
+    assert planes[0, 2, 0, 0] == actions[0, 0, 2] and planes[0, 2, 31, 31] == actions[0, 7, 2]  # one cell per action
+    dm = RobotSwapDataModule(str(tmp_path), num_train=2, num_test=1, observation="image")
+    assert dm.model_kwargs() == {"frame_shape": [10, 32, 32], "cond_dim": 0, "obs_dim": 0}
+    dm.setup("fit")
+    x = dm.train_set.tensors["x"]
+    assert x.shape == (2, 21, 10, 32, 32)
+    with np.load(dm.episode_files("train")[0]) as ep:
+        np.testing.assert_array_equal(pack_image_tokens(ep["images"], ep["final_images"], ep["actions"], 8), x[0])
+        np.testing.assert_allclose(x[0, 0, :3].permute(1, 2, 0).numpy() * 255, ep["images"][0, 0], atol=1e-3)  # o_0
+        np.testing.assert_allclose(x[0, 3, 3:6].permute(1, 2, 0).numpy() * 255, ep["images"][24, 1], atol=1e-3)
+        np.testing.assert_allclose(planes_to_actions(x[0, 3, 6:].numpy(), 8), ep["actions"][16:24], atol=1e-6)
+    assert not x[0, 0, 6:].any()  # the context token carries no actions
+    mean, std = dm.normalization_stats()
+    assert mean[:6] == [0.5] * 6 and std[:6] == [0.5] * 6 and len(mean) == 10
+
+
+def test_image_policy_smoke_run_writes_the_dream_video(tmp_path: Path) -> None:
+    overrides = ["experiment=robot_swap_cpu", "debug=smoke", f"paths.data_cache={tmp_path / 'c'}",
+                 "evaluator.modes=[memory,memory_flagged]", "evaluator.corruption=occlusion"]  # fmt: skip
+    metrics = run(make_cfg(tmp_path, overrides))
+    assert 0.0 <= metrics["val/memory_flagged/success_rate"] <= 1.0
+    from PIL import Image
+
+    with Image.open(tmp_path / "media" / "robot_val_dream.gif") as gif:
+        assert gif.n_frames == 21 and gif.size == (32 * 4, 2 * 32 * 4)  # o_0 and 20 generated tokens, one dream

@@ -213,6 +213,8 @@ def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
     target = str(cfg.dataset.get("_target_", ""))
     if target.endswith("MiniworldMazeDataModule"):  # generated once per session, shared by the presets
         overrides.append(f"dataset.data_dir={tmp_path.parent / 'maze'}")
+    elif target.endswith("RobotSwapDataModule"):  # demonstrations too (rendered ones cost seconds)
+        overrides.append(f"dataset.data_dir={tmp_path.parent / 'robot'}")
     elif target.endswith(".VideoDataModule"):  # TECO-format episodes at the preset's resolution
         frames, size = int(cfg.dataset.n_frames), 128 if "minecraft" in preset else 64
         rng = np.random.default_rng(0)

@@ -35,7 +35,7 @@ from utils.paths import resolve_path
 
 from .env import ACTION_DIM, STATE_DIM
 
-OBSERVATIONS = ("state",)
+OBSERVATIONS = ("state", "image")
 LAYOUTS = ("episode", "chunk_policy")
 
 
@@ -55,6 +55,39 @@ def unpack_tokens(tokens: np.ndarray | torch.Tensor, chunk: int):
     return acts.reshape(*acts.shape[:-1], chunk, ACTION_DIM), tokens[..., :STATE_DIM]
 
 
+def action_planes(actions: np.ndarray, size: int) -> np.ndarray:
+    """A chunk of actions ``(..., H, 4)`` as 4 image planes ``(..., 4, size, size)``: plane d holds dimension d of the
+    H actions on a grid of 2 rows × H/2 columns, each value filling its cell (the official robot tokens pack every
+    action into image channels the same way, one plane per action; here one plane per dimension, so that each
+    plane holds one physical quantity and per-channel normalisation applies)."""
+    *lead, h, a = actions.shape
+    if h % 2 or size % 2 or size % (h // 2):
+        raise ValueError(f"a chunk of {h} actions does not tile a {size}×{size} plane (dataset.chunk, image size)")
+    grid = np.swapaxes(actions, -1, -2).reshape(*lead, a, 2, h // 2)  # (..., 4, 2, H/2)
+    return np.repeat(np.repeat(grid, size // 2, axis=-2), size // (h // 2), axis=-1)
+
+
+def planes_to_actions(planes: np.ndarray, chunk: int) -> np.ndarray:
+    """Inverse of :func:`action_planes`: the mean of every cell, ``(..., 4, S, S)`` → ``(..., H, 4)``."""
+    *lead, a, size, _ = planes.shape
+    cells = planes.reshape(*lead, a, 2, size // 2, chunk // 2, size // (chunk // 2)).mean(axis=(-3, -1))
+    return np.swapaxes(cells.reshape(*lead, a, chunk), -1, -2)
+
+
+def pack_image_tokens(images: np.ndarray, final_images: np.ndarray, actions: np.ndarray, chunk: int) -> np.ndarray:
+    """Camera frames ``(T, 2, S, S, 3)`` uint8, the frames after the last action and actions ``(T, 4)`` → tokens
+    ``(1 + T/H, 6 + 4, S, S)`` float32: token 0 is the context ``[o_0, action planes of zeros]``, token k ≥ 1 is
+    ``[o_{kH}, planes of a_{(k−1)H} … a_{kH−1}]``; cameras in [0, 1], channel-first."""
+    t, size = images.shape[0], images.shape[2]
+    if t % chunk:
+        raise ValueError(f"an episode of {t} steps is not a whole number of chunks of dataset.chunk={chunk}")
+    frames = np.concatenate([images[0:1], images[chunk::chunk], final_images[None]], axis=0)  # (K + 1, 2, S, S, 3)
+    frames = rearrange(frames, "k c h w rgb -> k (c rgb) h w").astype(np.float32) / 255.0
+    planes = action_planes(actions.reshape(-1, chunk, ACTION_DIM), size)  # (K, 4, S, S)
+    planes = np.concatenate([np.zeros_like(planes[:1]), planes], axis=0)
+    return np.concatenate([frames, planes], axis=1).astype(np.float32)
+
+
 class RobotSwapDataModule(SequenceDataModule):
     """Whole-episode token sequences of the swap table; ``frame_shape = (10 + 4·chunk,)``, ``obs_dim = 10``.
 
@@ -71,6 +104,7 @@ class RobotSwapDataModule(SequenceDataModule):
         episode_steps: int = 160,
         chunk: int = 8,
         observation: str = "state",
+        image_size: int = 32,
         layout: str = "episode",
         generation_seed: int = 0,
         **loader: Any,
@@ -89,10 +123,15 @@ class RobotSwapDataModule(SequenceDataModule):
         self.num_train, self.num_test = num_train, num_test
         self.episode_steps, self.chunk, self.observation = episode_steps, chunk, observation
         self.generation_seed = generation_seed
-        name = f"n{num_train}-{num_test}_T{episode_steps}_{observation}_seed{generation_seed}"
+        tag = observation if observation == "state" else f"image{image_size}"
+        name = f"n{num_train}-{num_test}_T{episode_steps}_{tag}_seed{generation_seed}"
         self.root = resolve_path(data_dir) / name
-        self.layout = layout
-        if layout == "episode":
+        if observation == "image" and layout != "episode":
+            raise ValueError("dataset.layout=chunk_policy is for dataset.observation=state")
+        self.layout, self.image_size = layout, image_size
+        if observation == "image":  # [two RGB cameras, 4 action planes], z_0 learned, o_0 as a context token
+            self.frame_shape, self.obs_dim = (6 + ACTION_DIM, image_size, image_size), 0
+        elif layout == "episode":
             self.frame_shape = (STATE_DIM + ACTION_DIM * chunk,)
         else:
             self.frame_shape, self.cond_dim, self.obs_dim = (ACTION_DIM * chunk,), 2 * STATE_DIM, 0
@@ -106,7 +145,8 @@ class RobotSwapDataModule(SequenceDataModule):
         from .generate import generate_demos
 
         for split, num, offset in (("train", self.num_train, 0), ("test", self.num_test, 10_000)):
-            generate_demos(self.root / split, num, self.generation_seed + offset, self.episode_steps)
+            generate_demos(self.root / split, num, self.generation_seed + offset, self.episode_steps,
+                           render=self.observation == "image", image_size=self.image_size)  # fmt: skip
 
     def _load(self, split: str, num: int) -> TensorDictDataset:
         files = [self.root / split / f"{i:06d}.npz" for i in range(num)]
@@ -117,10 +157,15 @@ class RobotSwapDataModule(SequenceDataModule):
             with np.load(f) as ep:
                 if len(ep["actions"]) != self.episode_steps:
                     raise ValueError(f"{f} has {len(ep['actions'])} steps, not dataset.episode_steps; regenerate it")
-                tokens.append(pack_tokens(ep["state"], ep["actions"], ep["final_state"], self.chunk))
+                if self.observation == "image":
+                    tokens.append(pack_image_tokens(ep["images"], ep["final_images"], ep["actions"], self.chunk))
+                else:
+                    tokens.append(pack_tokens(ep["state"], ep["actions"], ep["final_state"], self.chunk))
                 first.append(ep["state"][0])
                 config.append(int(ep["configuration"]))
-        x = torch.from_numpy(np.stack(tokens))  # (N, K, 10 + 4H)
+        x = torch.from_numpy(np.stack(tokens))  # (N, K, 10 + 4H) or (N, 1 + K, 10, S, S)
+        if self.observation == "image":
+            return TensorDictDataset({"x": x, "configuration": torch.tensor(config)})
         first_obs = torch.from_numpy(np.stack(first).astype(np.float32))
         if self.layout == "chunk_policy":
             now = torch.cat([first_obs[:, None], x[:, :-1, :STATE_DIM]], dim=1)  # o_{kH}: (N, K, 10)
@@ -138,7 +183,13 @@ class RobotSwapDataModule(SequenceDataModule):
             return
         self.train_set = self._load("train", self.num_train)
         self.val_set = self._load("test", self.num_test)
-        x = self.train_set.tensors["x"].flatten(0, 1).double()
+        x = self.train_set.tensors["x"]
+        if self.observation == "image":  # cameras [0, 1] → [−1, 1]; action planes standardised per dimension
+            planes = x[:, 1:, 6:].transpose(0, 2).flatten(1).double()  # real chunks only (not the context's zeros)
+            mean, std = [0.5] * 6 + planes.mean(1).tolist(), [0.5] * 6 + planes.std(1).clamp_min(1e-3).tolist()
+            self._stats = (mean, std)
+            return
+        x = x.flatten(0, 1).double()
         self._stats = (x.mean(0).tolist(), x.std(0).clamp_min(1e-3).tolist())
 
     def episode_files(self, split: str = "test") -> list[Path]:

@@ -7,6 +7,7 @@ exactly the files it would have written. Each episode is one ``.npz`` (written t
     state          (T, 10) float32   observation before each action (gripper, grip, obj1, obj2)
     actions        (T, 4)  float32   the expert's action at each step (target x, y, z, grip)
     images         (T, 2, H, W, 3) uint8   front and wrist cameras (only with ``render=True``)
+    final_images   (2, H, W, 3) uint8      the cameras after the last action (only with ``render=True``)
     final_state    (10,)   float32   the observation after the last action
     configuration  ()      int       0 or 1
     offsets        (2, 2)  float32   each object's offset inside its slot
@@ -59,7 +60,7 @@ def record_episode(
         "offsets": place.offsets.astype(np.float32),
     }
     if render:
-        out["images"] = np.stack(images)
+        out["images"], out["final_images"] = np.stack(images), env.render()
     return out
 
 

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from einops import rearrange
 
-from datasets.robot.datamodule import unpack_tokens
+from datasets.robot.datamodule import action_planes, planes_to_actions, unpack_tokens
 from datasets.robot.env import REST_Z, SLOT_NAMES, SLOTS, SwapTableEnv
 from datasets.robot.generate import placement
 from datasets.robot.task import GOAL, START, Move, plan
@@ -87,6 +88,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         flag_level: int = 800,
         noise_std: float = 0.1,
         gif_episodes: int = 2,
+        dream_videos: int = 2,
         **common: Any,  # seed, during_training: see DomainEvaluator
     ) -> None:
         super().__init__(**common)
@@ -107,41 +109,66 @@ class RobotSwapEvaluator(DomainEvaluator):
         self.flag_level, self.noise_std = int(flag_level), float(noise_std)
         self.num_episodes, self.episode_steps, self.chunk = num_episodes, episode_steps, chunk
         self.plan_tokens, self.modes, self.gif_episodes = plan_tokens, list(modes), gif_episodes
+        self.dream_videos = dream_videos
 
     @torch.no_grad()
     def rollout(self, module: DiffusionForcing, mode: str, record: int = 0) -> dict[str, Any]:
-        """Run every episode in ``mode``; ``record`` episodes also keep their camera frames."""
+        """Run every episode in ``mode``; ``record`` episodes also keep their camera frames. Works for state tokens
+        (``z_0`` encoded from the first state) and image tokens (``[cameras, action planes]``, the first
+        observation committed to a learned ``z_0`` as a context token)."""
         if module.frame_stack != 1:
             raise ValueError("the swap-table policy uses one chunk per token: set algorithm.frame_stack=1")
-        n, device = self.num_episodes, module.device
-        envs = [SwapTableEnv() for _ in range(n)]
+        images = len(module.frame_shape) == 3
+        history, flagged = mode == "obs_history", mode == "memory_flagged"
+        if images and (history or self.corruption == "distractor"):
+            raise ValueError("evaluator.modes=[obs_history] and evaluator.corruption=distractor need state tokens")
+        n, device, size = self.num_episodes, module.device, module.frame_shape[-1]
+        envs = [SwapTableEnv(image_size=size if images else 32) for _ in range(n)]
         configs = [i % 2 for i in range(n)]
         states = np.stack([env.reset(placement(c, np.random.default_rng([self.seed + 20_000, i])))
                            for i, (env, c) in enumerate(zip(envs, configs))])  # fmt: skip
         generator = self.generator(device, MODES.index(mode))
         sampler, cell = module.sampler, module.sampling_cell
-        obs = torch.as_tensor(states, device=device)
-        history, flagged = mode == "obs_history", mode == "memory_flagged"
         noise_rng = np.random.default_rng([self.seed, 7, MODES.index(mode)])
-        previous = obs
-        z = module.initial_latent(n, None if history else obs)
+
+        def observe() -> np.ndarray:  # what the policy sees, before any corruption
+            if not images:
+                return states.copy()
+            views = np.stack([env.render() for env in envs])  # (n, 2, S, S, 3)
+            return rearrange(views, "n c h w rgb -> n (c rgb) h w").astype(np.float32) / 255.0
+
+        def frame(seen: np.ndarray, actions: np.ndarray) -> torch.Tensor:  # a normalised token from data units
+            parts = [seen, action_planes(actions, size) if images else actions.reshape(n, -1)]
+            return module.normalizer.normalize(torch.as_tensor(np.concatenate(parts, axis=1), device=device))
+
+        def fresh_latent(seen: np.ndarray) -> torch.Tensor:  # a latent that knows only this observation
+            if not images:
+                return module.initial_latent(n, torch.as_tensor(seen, device=device))
+            context = frame(seen, np.zeros((n, self.chunk, 4), dtype=np.float32))[:, None]
+            return sampler.commit_tokens(cell, module.initial_latent(n, None), context)
+
+        seen = observe()
+        previous = seen
+        z = module.initial_latent(n, None) if history else fresh_latent(seen)
         arrangements = [[env.arrangement()] for env in envs]
         reached = [None] * n
         frames = [[] for _ in range(record)]
         step = 0
         for k in range(self.episode_steps // self.chunk):
             if mode == "memoryless":
-                z = module.initial_latent(n, obs)
-            cond = torch.cat([previous, obs], dim=-1)[:, None] if history else None  # (n, 1, 20)
+                z = fresh_latent(seen)
+            cond = (
+                torch.as_tensor(np.concatenate([previous, seen], axis=-1), device=device)[:, None] if history else None
+            )
             with torch.autocast(device_type=device.type, enabled=False):
-                tokens, _ = sampler.denoise_chunk(
-                    cell, z, self.plan_tokens if not history else 1, cond, None, generator
-                )
-            plan_frames = module.tokens_to_frames(tokens[:, :1])[:, 0].cpu().numpy()  # (n, [10 +] 4H) data units
-            if history:
-                actions = plan_frames.reshape(n, self.chunk, -1)
+                tokens, _ = sampler.denoise_chunk(cell, z, 1 if history else self.plan_tokens, cond, None, generator)
+            plan = module.tokens_to_frames(tokens[:, :1])[:, 0].cpu().numpy()  # data units
+            if images:
+                actions = planes_to_actions(plan[:, 6:], self.chunk)
+            elif history:
+                actions = plan.reshape(n, self.chunk, -1)
             else:
-                actions, _ = unpack_tokens(plan_frames, self.chunk)
+                actions, _ = unpack_tokens(plan, self.chunk)
             if not np.isfinite(actions).all():
                 raise FloatingPointError(f"the {mode} policy produced non-finite actions at step {step}")
             for h in range(self.chunk):
@@ -154,11 +181,11 @@ class RobotSwapEvaluator(DomainEvaluator):
                         reached[i] = step + 1
                 step += 1
             corrupted = self.corruption != "none" and self.corrupt_tokens[0] <= k < self.corrupt_tokens[1]
-            seen = self.corrupt(states, envs, noise_rng) if corrupted else states
-            previous, obs = obs, torch.as_tensor(seen, device=device)
+            previous, seen = seen, observe()
+            if corrupted:
+                seen = self.corrupt(seen, envs, noise_rng)
             if not history:  # the token the policy saw joins the latent: its memory
-                executed = np.concatenate([seen, actions.reshape(n, -1)], axis=1).astype(np.float32)
-                real = module.normalizer.normalize(torch.as_tensor(executed, device=device))
+                real = frame(seen, actions)
                 if corrupted and flagged:
                     z = self.commit_noisy(sampler, cell, z, real, generator)
                 else:
@@ -170,13 +197,16 @@ class RobotSwapEvaluator(DomainEvaluator):
         return {"configs": configs, "finals": finals, "held": held, "arrangements": arrangements, "reached": reached,
                 "frames": frames}  # fmt: skip
 
-    def corrupt(self, states: np.ndarray, envs: list[SwapTableEnv], rng: np.random.Generator) -> np.ndarray:
-        """The observations ``(n, 10)`` the policy receives under ``corruption`` (the environment is untouched)."""
-        seen = states.copy()
+    def corrupt(self, seen: np.ndarray, envs: list[SwapTableEnv], rng: np.random.Generator) -> np.ndarray:
+        """The observations the policy receives under ``corruption``: states ``(n, 10)`` or camera frames
+        ``(n, 6, S, S)`` in [0, 1] (black frames for occlusion, clipped pixel noise); the environment is untouched."""
+        seen = seen.copy()
         if self.corruption == "occlusion":
             seen[:] = 0.0
         elif self.corruption == "noise":
             seen += rng.normal(0.0, self.noise_std, seen.shape).astype(seen.dtype)
+            if seen.ndim == 4:
+                seen = np.clip(seen, 0.0, 1.0)
         elif self.corruption == "distractor":
             for i, env in enumerate(envs):
                 empty = [j for j, v in enumerate(env.arrangement()) if v is None]
@@ -239,7 +269,42 @@ class RobotSwapEvaluator(DomainEvaluator):
                 path = ctx.media(f"robot_{ctx.stage}_{mode}.gif")
                 self.write_gif(path, result)
                 ctx.log_video(f"{ctx.stage}/robot_{mode}", path)
+        if len(module.frame_shape) == 3 and self.dream_videos > 0:
+            path = ctx.media(f"robot_{ctx.stage}_dream.gif")
+            self.dream(module, path)
+            ctx.log_video(f"{ctx.stage}/robot_dream", path)
         return flatten(per_mode)
+
+    @torch.no_grad()
+    def dream(self, module: DiffusionForcing, path) -> np.ndarray:
+        """The task's video generated from its first frame alone (paper Fig. 4c): the first camera frames of
+        ``dream_videos`` episodes (alternating configurations) become context tokens, then the sampler rolls out a
+        whole episode of tokens; their camera channels are written as a gif (front over wrist, one column each).
+        Returns the frames ``(E, K + 1, 2, S, S, 3)`` uint8."""
+        from PIL import Image
+
+        size, n, device = module.frame_shape[-1], self.dream_videos, module.device
+        env = SwapTableEnv(image_size=size)
+        first = []
+        for i in range(n):
+            env.reset(placement(i % 2, np.random.default_rng([self.seed + 30_000, i])))
+            first.append(rearrange(env.render(), "c h w rgb -> (c rgb) h w").astype(np.float32) / 255.0)
+        env.close()
+        context = np.concatenate([np.stack(first), np.zeros((n, 4, size, size), dtype=np.float32)], axis=1)
+        context = module.normalizer.normalize(torch.as_tensor(context, device=device))[:, None]
+        z = module.sampler.commit_tokens(module.sampling_cell, module.initial_latent(n, None), context)
+        tokens = module.sampler.rollout(module.sampling_cell, z, self.episode_steps // self.chunk,
+                                        generator=self.generator(device, 99))  # fmt: skip
+        generated = module.tokens_to_frames(tokens)[:, :, :6].clamp(0, 1).cpu().numpy()  # (n, K, 6, S, S)
+        video = np.concatenate([np.stack(first)[:, None], generated], axis=1)
+        video = (rearrange(video, "n k (c rgb) h w -> n k c h w rgb", rgb=3) * 255).round().astype(np.uint8)
+        images = []
+        for t in range(video.shape[1]):
+            columns = [np.concatenate(list(video[i, t]), axis=0) for i in range(n)]  # (2S, S, 3) per episode
+            grid = np.kron(np.concatenate(columns, axis=1), np.ones((4, 4, 1), dtype=np.uint8))
+            images.append(Image.fromarray(grid))
+        images[0].save(path, save_all=True, append_images=images[1:], duration=200, loop=0)
+        return video
 
     def write_gif(self, path, result: dict[str, Any]) -> None:
         """Recorded episodes side by side (front over wrist camera, 4× enlarged); the title strip names the start
