@@ -277,3 +277,18 @@ def test_image_policy_smoke_run_writes_the_dream_video(tmp_path: Path) -> None:
 
     with Image.open(tmp_path / "media" / "robot_val_dream.gif") as gif:
         assert gif.n_frames == 21 and gif.size == (32 * 4, 2 * 32 * 4)  # o_0 and 20 generated tokens, one dream
+
+
+def test_surprise_is_the_observation_part_mismatch() -> None:
+    import torch
+
+    from experiments.evaluation.robot import surprise
+
+    predicted = torch.zeros(2, 42)
+    observed = torch.zeros(2, 42)
+    observed[0, :10] = 2.0  # the observation misses the prediction
+    observed[1, 10:] = 5.0  # only the (executed) actions differ: no surprise
+    np.testing.assert_allclose(surprise(observed, predicted, 10).numpy(), [4.0, 0.0])
+    images = torch.zeros(1, 10, 4, 4)
+    images[0, :6] = 1.0
+    np.testing.assert_allclose(surprise(images, torch.zeros_like(images), 6).numpy(), [1.0])

@@ -11,6 +11,9 @@ to the latent as a clean token. Modes:
   baseline that cannot know which configuration it is in once the first object has moved;
 * ``memory_flagged``: as ``memory``, but a token whose observation is known to be corrupted (see below) is committed
   at noise level ``flag_level`` instead of as clean, so the latent leans on its prior (paper §4.4);
+* ``memory_surprise``: no flag is given; a token is committed at ``flag_level`` when the observation it brings
+  differs from the one the model itself predicted for it by more than ``surprise_threshold`` (mean squared
+  difference in normalised units), otherwise as clean: the model's own surprise decides;
 * ``obs_history``: the Diffusion-Policy-like baseline (a model trained with ``dataset.layout=chunk_policy``): the
   action chunk is sampled from the initial latent, conditioned on the last two observations only.
 
@@ -47,7 +50,7 @@ from .base import DomainEvaluator, EvalContext, flatten
 if TYPE_CHECKING:
     from algorithms.diffusion_forcing.module import DiffusionForcing
 
-MODES = ("memory", "memory_flagged", "memoryless", "obs_history")
+MODES = ("memory", "memory_flagged", "memory_surprise", "memoryless", "obs_history")
 CORRUPTIONS = ("none", "occlusion", "noise", "distractor")
 
 
@@ -75,6 +78,13 @@ def first_move(arrangements: list[tuple]) -> Move | None:
     return None
 
 
+def surprise(observed: torch.Tensor, predicted: torch.Tensor, obs_channels: int) -> torch.Tensor:
+    """Per-episode mean squared difference ``(n,)`` between the observation part (the first ``obs_channels``
+    channels) of the observed token and of the token the model predicted for it, both normalised."""
+    diff = (observed[:, :obs_channels] - predicted[:, :obs_channels]).float() ** 2
+    return diff.flatten(1).mean(1)
+
+
 class RobotSwapEvaluator(DomainEvaluator):
     def __init__(
         self,
@@ -86,6 +96,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         corruption: str = "none",
         corrupt_tokens: Sequence[int] = (3, 9),
         flag_level: int = 800,
+        surprise_threshold: float = 1.0,
         noise_std: float = 0.1,
         gif_episodes: int = 2,
         dream_videos: int = 2,
@@ -107,6 +118,7 @@ class RobotSwapEvaluator(DomainEvaluator):
             raise ValueError(f"evaluator.corrupt_tokens must be [first, last) token indices: {list(corrupt_tokens)}")
         self.corruption, self.corrupt_tokens = corruption, (int(corrupt_tokens[0]), int(corrupt_tokens[1]))
         self.flag_level, self.noise_std = int(flag_level), float(noise_std)
+        self.surprise_threshold = float(surprise_threshold)
         self.num_episodes, self.episode_steps, self.chunk = num_episodes, episode_steps, chunk
         self.plan_tokens, self.modes, self.gif_episodes = plan_tokens, list(modes), gif_episodes
         self.dream_videos = dream_videos
@@ -186,7 +198,12 @@ class RobotSwapEvaluator(DomainEvaluator):
                 seen = self.corrupt(seen, envs, noise_rng)
             if not history:  # the token the policy saw joins the latent: its memory
                 real = frame(seen, actions)
-                if corrupted and flagged:
+                if mode == "memory_surprise":
+                    surprised = surprise(real, tokens[:, 0], 6 if images else 10) > self.surprise_threshold
+                    z_noisy = self.commit_noisy(sampler, cell, z, real, generator)
+                    z_clean = sampler.commit_tokens(cell, z, real[:, None])
+                    z = torch.where(surprised.reshape(-1, *[1] * (z.ndim - 1)), z_noisy, z_clean)
+                elif corrupted and flagged:
                     z = self.commit_noisy(sampler, cell, z, real, generator)
                 else:
                     z = sampler.commit_tokens(cell, z, real[:, None])
