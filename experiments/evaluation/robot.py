@@ -96,7 +96,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         corruption: str = "none",
         corrupt_tokens: Sequence[int] = (3, 9),
         flag_level: int = 800,
-        surprise_threshold: float = 1.0,
+        surprise_threshold: float = 2.0,
         noise_std: float = 0.1,
         gif_episodes: int = 2,
         dream_videos: int = 2,
