@@ -128,7 +128,12 @@ class TimeSeriesDataModule(SequenceDataModule):
         self.series: MultivariateSeries | None = None
 
     def target_dim(self) -> int:
-        """D from cheap metadata: the benchmark's known size (GluonTS) or the CSV header."""
+        """D from cheap metadata: the benchmark's known size (GluonTS) or the CSV header (read once)."""
+        if getattr(self, "_target_dim", None) is None:
+            self._target_dim = self._read_target_dim()
+        return self._target_dim
+
+    def _read_target_dim(self) -> int:
         if self.source == "gluonts":
             from .sources import GLUONTS_SPECS
 
