@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configurations")
 SCHEDULES = ("full_sequence", "pyramid", "autoregressive")
 MCG_SAMPLES = (1, 2, 4, 8)
-PARTS = ("training", "sampling", "mcg", "memory", "training_ab")
+PARTS = ("training", "sampling", "mcg", "memory", "training_ab", "transformer")
 
 # Reference figures of the authors' official implementation on this machine class (2 cores, fp32), from the
 # issue that asked for this benchmark; not measured by this script.
@@ -238,7 +238,7 @@ def bench_training_ab(case: Case, rounds: int = 4, steps: int = 3) -> dict[str, 
 
 class CallCounter:
     """Counts token evaluations of the denoising cell: one per ``forward`` (one token of one row for the whole
-    batch), ``n`` per ``forward_sequence`` over ``n`` tokens."""
+    batch), ``n`` per ``forward_sequence``, ``commit`` or ``branch`` over ``n`` tokens."""
 
     def __init__(self, cell: torch.nn.Module) -> None:
         self.calls = 0
@@ -253,10 +253,21 @@ class CallCounter:
             self.calls += x.shape[1]
             return sequence(z, x, *args, **kwargs)
 
+        commit, branch = cell.commit, cell.branch
+
+        def counted_commit(state: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            self.calls += x.shape[1]
+            return commit(state, x, *args, **kwargs)
+
+        def counted_branch(state: Any, trace: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            self.calls += x.shape[1]
+            return branch(state, trace, x, *args, **kwargs)
+
         cell.forward, cell.forward_sequence = counted_forward, counted_sequence
+        cell.commit, cell.branch = counted_commit, counted_branch
 
     def remove(self) -> None:
-        del self.cell.forward, self.cell.forward_sequence
+        del self.cell.forward, self.cell.forward_sequence, self.cell.commit, self.cell.branch
 
 
 def _plan_inputs(module, case: Case, tokens: int, batch: int):
@@ -549,6 +560,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {row['model']} | {row['mode']} | {row['tokens']} | {row['peak_rss_growth_MB']:.1f} | "
                 f"{row['seconds']:.1f} |"
             )
+    if "transformer" in results:
+        from scripts.bench_transformer import markdown as transformer_markdown
+
+        lines += transformer_markdown(results["transformer"])
     return "\n".join(lines) + "\n"
 
 
@@ -566,7 +581,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=["training", "sampling", "mcg", "memory"],
         help="what to measure (default: training sampling mcg memory); mcg: guided plans against the number of "
         "Monte Carlo samples; training_ab: training steps of the official-style per-token "
-        "loop and of ours with the weight tape off and on, interleaved in one process",
+        "loop and of ours with the weight tape off and on, interleaved in one process; transformer: the "
+        "transformer backbone beside the recurrent one (training rate, the cache, long rollouts)",
     )
     parser.add_argument("--memory-probe", nargs=3, metavar=("MODEL", "TOKENS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -589,6 +605,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "training_ab" in args.parts and (ab := bench_training_ab(case)):
             entry["training_ab"] = ab
         results["models"][case.name] = entry
+    if "transformer" in args.parts:
+        from scripts.bench_transformer import bench_transformer
+
+        results["transformer"] = bench_transformer()
     memory = [m for m in memory_models(args.set) if not args.only or m in args.only]
     if "memory" in args.parts and not args.no_memory and memory:
         print(f"[benchmark] memory: {' '.join(memory)}", flush=True)

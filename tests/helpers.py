@@ -18,9 +18,11 @@ from algorithms.diffusion_forcing.parameterization import training_target
 
 
 class CountingCell(DenoisingCell):
-    """A DenoisingCell that counts token evaluations (one per ``forward``, ``n`` per ``forward_sequence``)."""
+    """A DenoisingCell that counts token evaluations (one per ``forward``, ``n`` per ``forward_sequence``, ``commit``
+    or ``branch`` over ``n`` tokens)."""
 
     calls = 0
+    branch_calls = 0
 
     def forward(self, *args, **kwargs):
         self.calls += 1
@@ -29,6 +31,15 @@ class CountingCell(DenoisingCell):
     def forward_sequence(self, z, x_noisy, level, cond=None):
         self.calls += x_noisy.shape[1]  # the backbone's own loop/batching does not go through self.forward
         return super().forward_sequence(z, x_noisy, level, cond)
+
+    def commit(self, state, x_in, level, cond=None):
+        self.calls += x_in.shape[1]
+        return super().commit(state, x_in, level, cond)
+
+    def branch(self, state, trace, x_noisy, level, positions, cond=None):
+        self.calls += x_noisy.shape[1]
+        self.branch_calls += 1
+        return super().branch(state, trace, x_noisy, level, positions, cond)
 
 
 class OracleBackbone(RecurrentBackbone):

@@ -91,3 +91,21 @@ def test_official_style_training_reference_computes_the_same_outputs(tiny: bench
     reference = benchmark._per_token_sequence(backbone)(z, x, levels, cond)
     for a, r in zip(ours, reference):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_transformer_part_measures_the_cache_and_the_long_rollout(tiny: benchmark.Case) -> None:
+    """``--parts transformer`` on a tiny transformer: the cached plans equal the recomputed ones with fewer token
+    evaluations, the autoregressive plan pays one evaluation per step plus one commit per token, and the rollout
+    reports every mark."""
+    from scripts import bench_transformer
+
+    case = benchmark.Case(tiny.name, [*tiny.overrides, *bench_transformer.TRANSFORMER, "algorithm.backbone.width=32",
+                                      "algorithm.backbone.depth=1"], tiny.model_kwargs, tiny.frames)  # fmt: skip
+    out = bench_transformer._cache(case, tokens=6, steps=5)
+    for matrix, row in out.items():
+        assert row["max_abs_diff"] < 1e-4, matrix
+        assert row["cached_token_evaluations"] < row["recomputed_token_evaluations"]
+    # one evaluation per step plus one commit per token (the start token is encoded from the observation)
+    assert out["autoregressive"]["cached_token_evaluations"] == 6 * (5 + 1)
+    rollout = bench_transformer._long_rollout(case, marks=(60, 120))
+    assert rollout["120"]["s_per_token"] > 0 and rollout["rss_ratio_last_first"] > 0

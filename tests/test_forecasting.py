@@ -100,7 +100,7 @@ def test_training_lags_are_exact_past_values(tmp_path: Path, window_shift: str) 
 
 
 class RecordingCell(DenoisingCell):
-    """Records every token evaluation (input, level, condition), single steps and sequences alike."""
+    """Records every token evaluation (input, level, condition): sequences, commits and single steps alike."""
 
     def forward(self, z_prev, x_noisy, level, cond=None):
         self.records.append((x_noisy.clone(), level.clone(), None if cond is None else cond.clone()))
@@ -112,6 +112,11 @@ class RecordingCell(DenoisingCell):
                 (x_noisy[:, i].clone(), level[:, i].clone(), None if cond is None else cond[:, i].clone())
             )
         return super().forward_sequence(z, x_noisy, level, cond)
+
+    def commit(self, state, x_in, level, cond=None):
+        for i in range(x_in.shape[1]):
+            self.records.append((x_in[:, i].clone(), level[:, i].clone(), None if cond is None else cond[:, i].clone()))
+        return super().commit(state, x_in, level, cond)
 
 
 def test_forecast_lags_come_from_own_samples_not_ground_truth(tmp_path: Path) -> None:

@@ -176,10 +176,12 @@ def test_mcg_row_matches_the_token_by_token_reference(mc_mode: str) -> None:
         prefix_z = cell.init_state(b).detach() + 0.1
         energy = lambda x0: -(x0 - 1.0).pow(2).sum((1, 2))  # noqa: E731
         row = RowPredictor(sampler, cell, prefix_z, x, frm, 1, h, generator=torch.Generator().manual_seed(0))
-        cell.calls = 0
+        cell.calls = cell.branch_calls = 0
         grad, x0_main, _ = Guidance(energy, 1.0, mc_samples=r, mc_mode=mc_mode).gradient(x[:, 1:], row)
         new_samples = r - 1 - (mc_mode == "branch_official")
-        assert cell.calls == (h - 1) + new_samples  # the main chain's n token evaluations, then ONE call per sample
+        # the main chain's n token evaluations, then ONE batched call per sample over the 3 live tokens
+        assert cell.calls == (h - 1) + 3 * new_samples
+        assert cell.branch_calls == new_samples
         official = mc_mode == "branch_official"
         generator = torch.Generator().manual_seed(0)
         expected, x0_ref, _ = _reference_mcg_row(cell, sampler, prefix_z, x, frm, 1, energy, r, generator, official)

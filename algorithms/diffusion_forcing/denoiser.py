@@ -1,19 +1,25 @@
-"""A recurrent backbone plus its diffusion parameterisation: one causal denoising call per token."""
+"""A causal backbone plus its diffusion parameterisation: denoising predictions from a causal state."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
-from .backbones.base import RecurrentBackbone
+from .backbones.base import CausalBackbone, State
 from .noise_schedule import NoiseSchedule
 from .parameterization import check_objective, output_to_x0_eps
 
 
 class DenoisingCell(nn.Module):
-    """``(z_{t−1}, x_t^k, k, c_t) -> (z_t, x̂0_t, ε̂_t)`` for a batch of single tokens (docs/method.md §4, §7 step 2)."""
+    """``(state, x_t^k, k, c_t) -> (x̂0_t, ε̂_t)`` on top of a :class:`CausalBackbone` (docs/method.md §4, §7 step 2).
+
+    ``levels`` are long tensors of real levels in ``0..K−1`` (the label each token is presented at). The state is the
+    backbone's: a recurrent latent or a key/value cache.
+    """
 
     def __init__(
-        self, backbone: RecurrentBackbone, schedule: NoiseSchedule, objective: str, clip_noise: float = 20.0
+        self, backbone: CausalBackbone, schedule: NoiseSchedule, objective: str, clip_noise: float = 20.0
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -25,26 +31,43 @@ class DenoisingCell(nn.Module):
     def token_shape(self) -> tuple[int, ...]:
         return tuple(self.backbone.token_shape)
 
-    def init_state(self, batch_size: int, first_obs: Tensor | None = None) -> Tensor:
+    def init_state(self, batch_size: int, first_obs: Tensor | None = None) -> State:
         return self.backbone.init_state(batch_size, first_obs)
+
+    def _x0_eps(self, output: Tensor, x_noisy: Tensor, level: Tensor) -> tuple[Tensor, Tensor]:
+        a, s = self.schedule.coefficients(level, x_noisy)
+        return output_to_x0_eps(self.objective, output, x_noisy, a, s, self.clip_noise)
 
     def forward(
         self, z_prev: Tensor, x_noisy: Tensor, level: Tensor, cond: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``level`` is a long tensor ``(B,)`` of real levels in ``0..K−1`` (the label the token is presented at)."""
+        """One token ``(B, *token)`` at levels ``(B,)`` after a recurrent latent: ``(z_next, x̂0, ε̂)``.
+
+        Recurrent backbones only; the sampler uses :meth:`forward_sequence`, :meth:`branch` and :meth:`commit`,
+        which every backbone has.
+        """
         z_next, output = self.backbone(z_prev, x_noisy, level, cond)
-        a, s = self.schedule.coefficients(level, x_noisy)
-        x0, eps = output_to_x0_eps(self.objective, output, x_noisy, a, s, self.clip_noise)
-        return z_next, x0, eps
+        return (z_next, *self._x0_eps(output, x_noisy, level))
 
     def forward_sequence(
-        self, z: Tensor, x_noisy: Tensor, level: Tensor, cond: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The cell over ``x_noisy (B, n, *token)`` at levels ``(B, n)`` from latent ``z``: ``(latents, x0, eps)``.
+        self, state: State, x_noisy: Tensor, level: Tensor, cond: Tensor | None = None
+    ) -> tuple[Any, Tensor, Tensor]:
+        """``x_noisy (B, n, *token)`` at levels ``(B, n)`` after ``state`` in one causal pass: ``(trace, x̂0, ε̂)``."""
+        trace, output = self.backbone.forward_sequence(state, x_noisy, level, cond)
+        return (trace, *self._x0_eps(output, x_noisy, level))
 
-        Equal to ``n`` calls of :meth:`forward`; the backbone batches its non-recurrent parts over the tokens.
-        """
-        latents, output = self.backbone.forward_sequence(z, x_noisy, level, cond)
-        a, s = self.schedule.coefficients(level, x_noisy)
-        x0, eps = output_to_x0_eps(self.objective, output, x_noisy, a, s, self.clip_noise)
-        return latents, x0, eps
+    def branch(
+        self, state: State, trace: Any, x_noisy: Tensor, level: Tensor, positions: Tensor, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Re-predict tokens ``(B, m, *token)`` at run ``positions (m,)`` from the main run's ``trace``:
+        ``(x̂0, ε̂)`` (``CausalBackbone.branch``)."""
+        output = self.backbone.branch(state, trace, x_noisy, level, positions, cond)
+        return self._x0_eps(output, x_noisy, level)
+
+    def commit(self, state: State, x_in: Tensor, level: Tensor, cond: Tensor | None = None) -> State:
+        """The state after the presented tokens ``x_in (B, n, *token)`` at labels ``level (B, n)``."""
+        return self.backbone.commit(state, x_in, level, cond)
+
+    def select_state(self, mask: Tensor, a: State, b: State) -> State:
+        """Per batch row: ``a`` where ``mask (B,)`` else ``b``."""
+        return self.backbone.select_state(mask, a, b)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from utils.distributed import all_reduce_sum, global_batch_index
 
-from .backbones.base import RecurrentBackbone
+from .backbones.base import CausalBackbone
 from .denoiser import DenoisingCell
 from .ema import EMA
 from .guidance import Guidance
@@ -49,11 +49,12 @@ def _seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
 
 
 class DiffusionForcing(L.LightningModule):
-    """Causal recurrent Diffusion Forcing with per-token independent noise levels (paper §3.2, Algorithm 1)."""
+    """Causal Diffusion Forcing with per-token independent noise levels (paper §3.2, Algorithm 1), on a recurrent or
+    a transformer backbone."""
 
     def __init__(
         self,
-        backbone: Callable[..., RecurrentBackbone],
+        backbone: Callable[..., CausalBackbone],
         sampler: Sampler,
         optimizer: Callable[..., torch.optim.Optimizer],
         frame_shape: Sequence[int],
@@ -219,14 +220,12 @@ class DiffusionForcing(L.LightningModule):
         z0 = self.initial_latent(b, batch.get("first_obs"))
         backbone = self.cell.backbone
         if self.training_mode == "teacher_forcing":
-            # The latent is the posterior after each *clean* token (level 0, scaled); the loss token is noised.
+            # The context is the *clean* tokens (level 0, scaled): a latent after each of them, or their keys and
+            # values; each loss token is noised and sees the clean tokens before it (a branch of the clean run).
             clean_levels = torch.zeros_like(levels)
             a0, _ = self.schedule.coefficients(clean_levels, x)
-            latents, _ = backbone.forward_sequence(z0, a0 * x, clean_levels, cond)
-            z_prev = torch.cat([z0.unsqueeze(1), latents[:, :-1]], dim=1)  # z_{t-1} for every t: (B, T, ...)
-            flat = lambda v: None if v is None else v.flatten(0, 1)  # noqa: E731
-            _, output = backbone(flat(z_prev), flat(x_noisy), flat(levels), flat(cond))
-            output = output.reshape(b, t, *output.shape[1:])
+            trace, _ = backbone.forward_sequence(z0, a0 * x, clean_levels, cond)
+            output = backbone.branch(z0, trace, x_noisy, levels, torch.arange(t, device=x.device), cond)
         else:
             _, output = backbone.forward_sequence(z0, x_noisy, levels, cond)
         weights = loss_weights(

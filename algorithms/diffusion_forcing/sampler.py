@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from .backbones.base import State, state_like
 from .denoiser import DenoisingCell
 from .guidance import Guidance
 from .noise_schedule import CLEAN_LEVEL, sampling_grid
@@ -80,10 +81,10 @@ def ddpm_step(x_k: Tensor, x0: Tensor, alpha_bar: Tensor, alpha_bar_next: Tensor
 class RowPredictor:
     """Predictions for one row of the scheduling matrix over the run tokens ``start..stop−1`` of a chunk.
 
-    :meth:`predict` runs the causal chain once over the run from the cached latent of the clean prefix (one
-    ``forward_sequence``: the backbone batches its non-recurrent parts over the tokens) and records the latent
-    fed to every run token. :meth:`repredict` re-predicts the live (still noisy) run tokens from those *main*
-    latents in one batched cell call, which is what Monte Carlo Guidance needs (docs/method.md §12). Finished run tokens
+    :meth:`predict` runs the causal chain once over the run from the cached state of the clean prefix (one
+    ``forward_sequence``) and records its trace: the latent of every run token (recurrent) or every layer's keys and
+    values (transformer). :meth:`repredict` re-predicts the live (still noisy) run tokens from that *main* trace in
+    one batched ``branch`` call, which is what Monte Carlo Guidance needs (docs/method.md §12). Finished run tokens
     that are not yet in the cached prefix are presented at the stabilisation level and keep their value.
     """
 
@@ -91,7 +92,7 @@ class RowPredictor:
         self,
         sampler: Sampler,
         cell: DenoisingCell,
-        prefix_z: Tensor,
+        prefix: State,
         x: Tensor,
         levels: Tensor,
         start: int,
@@ -100,15 +101,14 @@ class RowPredictor:
         stab_noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.sampler, self.cell, self.prefix_z, self.generator = sampler, cell, prefix_z, generator
+        self.sampler, self.cell, self.prefix, self.generator = sampler, cell, prefix, generator
         self.x, self.start, self.stop = x, start, stop  # x: (B, H, ...) the chunk; levels: (H,) its current row
         self.levels = levels[start:stop]  # (n,)
         self.clean = self.levels == CLEAN_LEVEL  # (n,)
         self.live = (~self.clean).nonzero().flatten()  # run positions still noisy
         self.cond = None if cond is None else cond[:, start:stop]
         self.stab_noise = None if stab_noise is None else stab_noise[:, start:stop]
-        self.latents: Tensor | None = None  # (B, n, *z): the latents of the last predict
-        self._z_live: Tensor | None = None  # (B·m, *z): the latent fed to each live token, built once per predict
+        self.trace = None  # what later run tokens read from each run token, from the last predict
 
     def _mask(self, like: Tensor) -> Tensor:
         return self.clean.reshape(1, -1, *([1] * (like.ndim - 2)))
@@ -123,8 +123,7 @@ class RowPredictor:
         if any_clean:
             presented = self.sampler.present_clean_seq(self.cell, x_run, levels, self.stab_noise)
             x_in = torch.where(self._mask(x_run), presented, x_run)
-        latents, x0_run, eps_run = self.cell.forward_sequence(self.prefix_z, x_in, levels, self.cond)
-        self.latents, self._z_live = latents, None
+        self.trace, x0_run, eps_run = self.cell.forward_sequence(self.prefix, x_in, levels, self.cond)
         if any_clean:
             x0_run = torch.where(self._mask(x_run), x_run, x0_run)
             eps_run = torch.where(self._mask(x_run), torch.zeros_like(eps_run), eps_run)
@@ -143,31 +142,27 @@ class RowPredictor:
         return self.cell.schedule.q_sample(x0_live, lv, noise)
 
     def repredict(self, x_live: Tensor) -> Tensor:
-        """x̂0 of the run when the live tokens' inputs are ``x_live (B, m, ...)`` and every token keeps the latent of
-        the last :meth:`predict` (the main chain's z_{t−1}): one cell call over B·m tokens. Clean run tokens keep
-        their value. Returns ``(B, n, ...)``."""
-        if self.latents is None:
-            raise RuntimeError("RowPredictor.repredict needs the latents of a predict() call first")
+        """x̂0 of the run when the live tokens' inputs are ``x_live (B, m, ...)`` and every token keeps the context of
+        the last :meth:`predict` (the main chain's z_{t−1}, or the main run's keys and values before it): one
+        ``branch`` call over the m tokens. Clean run tokens keep their value. Returns ``(B, n, ...)``."""
+        if self.trace is None:
+            raise RuntimeError("RowPredictor.repredict needs the trace of a predict() call first")
         b, m = x_live.shape[:2]
         lv = self.levels[self.live].expand(b, m)
-        if self._z_live is None:  # the same for every sample of the row
-            z_in = torch.cat([self.prefix_z.unsqueeze(1), self.latents[:, :-1]], dim=1)  # z_{t−1} of each token
-            self._z_live = z_in[:, self.live].flatten(0, 1)
-        z = self._z_live
-        cond = None if self.cond is None else self.cond[:, self.live].flatten(0, 1)
-        _, x0_live, _ = self.cell(z, x_live.flatten(0, 1), lv.flatten(), cond)
+        cond = None if self.cond is None else self.cond[:, self.live]
+        x0_live, _ = self.cell.branch(self.prefix, self.trace, x_live, lv, self.live, cond)
         x0_run = self.x[:, self.start : self.stop].clone()
-        x0_run[:, self.live] = x0_live.reshape(b, m, *x0_live.shape[1:])
+        x0_run[:, self.live] = x0_live
         return x0_run
 
 
 class Sampler:
-    """Scheduling-matrix sampler for causal recurrent Diffusion Forcing models.
+    """Scheduling-matrix sampler for causal Diffusion Forcing models (recurrent or transformer backbones).
 
-    Only tokens whose level changes in a row are updated; the latent of the finished (clean) prefix is cached
-    and advanced once per token instead of being recomputed every row; with guidance, every token of the row is
-    run so the energy sees the whole plan. Rollouts of any length proceed in chunks of ``chunk_size`` tokens
-    (−1: everything in one chunk), and only the latent is carried between chunks.
+    Only tokens whose level changes in a row are updated; the state of the finished (clean) prefix (a latent, or
+    a key/value cache) is cached and advanced once per token instead of being recomputed every row; with guidance,
+    every token of the row is run so the energy sees the whole plan. Rollouts of any length proceed in chunks of
+    ``chunk_size`` tokens (−1: everything in one chunk), and only the state is carried between chunks.
     """
 
     def __init__(
@@ -253,38 +248,38 @@ class Sampler:
         return a * x
 
     def commit(
-        self, cell: DenoisingCell, z: Tensor, x: Tensor, cond: Tensor | None = None, noise: Tensor | None = None
-    ) -> Tensor:
-        """Advance the latent over one clean token ``x`` (B, *token) presented at the stabilisation level."""
-        x_in, level = self.present_clean(cell, x, noise)
-        z, _, _ = cell(z, x_in, level, cond)
-        return z
+        self, cell: DenoisingCell, z: State, x: Tensor, cond: Tensor | None = None, noise: Tensor | None = None
+    ) -> State:
+        """Advance the state over one clean token ``x`` (B, *token) presented at the stabilisation level."""
+        return self.commit_tokens(cell, z, x[:, None], None if cond is None else cond[:, None],
+                                  None if noise is None else noise[:, None])  # fmt: skip
 
     def commit_tokens(
-        self, cell: DenoisingCell, z: Tensor, x: Tensor, cond: Tensor | None = None, noise: Tensor | None = None
-    ) -> Tensor:
-        """Advance the latent over clean tokens ``x (B, n, ...)`` one by one (conditions ``(B, n, C)`` and "noise"-mode
-        stabilisation noise ``(B, n, ...)`` optional); returns the latent after the last one."""
+        self, cell: DenoisingCell, z: State, x: Tensor, cond: Tensor | None = None, noise: Tensor | None = None
+    ) -> State:
+        """Advance the state over clean tokens ``x (B, n, ...)`` presented at the stabilisation level (conditions
+        ``(B, n, C)`` and "noise"-mode stabilisation noise ``(B, n, ...)`` optional): a recurrent latent takes them
+        one by one; a transformer appends their keys and values to its cache in one pass."""
+        if x.shape[1] == 0:
+            return z
+        levels = torch.full(x.shape[:2], self.stabilization_level, device=x.device, dtype=torch.long)
         with torch.no_grad():
-            for t in range(x.shape[1]):
-                c = None if cond is None else cond[:, t]
-                z = self.commit(cell, z, x[:, t], c, None if noise is None else noise[:, t])
-        return z
+            return cell.commit(z, self.present_clean_seq(cell, x, levels, noise), levels, cond)
 
     # -- one chunk -------------------------------------------------------------------------------------------
     def denoise_chunk(
         self,
         cell: DenoisingCell,
-        z_ctx: Tensor,
+        z_ctx: State,
         horizon: int,
         cond: Tensor | None = None,
         guidance: Guidance | None = None,
         generator: torch.Generator | None = None,
         x_init: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Generate ``horizon`` tokens after the latent ``z_ctx``; return ``(tokens (B, H, ...), latent after them)``.
+    ) -> tuple[Tensor, State]:
+        """Generate ``horizon`` tokens after the state ``z_ctx``; return ``(tokens (B, H, ...), state after them)``.
 
-        For each row m (noisy → clean), from the cached latent of the clean prefix: run the cell on every token
+        For each row m (noisy → clean), from the cached state of the clean prefix: run the cell on every token
         from the first unfinished one to the last one that must be run, presenting token t at its current level
         (clean tokens at the stabilisation level), take a DDIM/DDPM step for tokens whose level drops, keep the
         others, and add ``scale·g·∇E`` when guided (docs/method.md §8, §11). The latent handed to token t+1 is the one
@@ -292,25 +287,26 @@ class Sampler:
         """
         schedule = cell.schedule
         self._check_stabilization(schedule.num_levels)
-        shape = (z_ctx.shape[0], horizon, *cell.token_shape)
-        levels = self.level_matrix(horizon, schedule.num_levels).to(z_ctx.device)  # (M, H)
-        x = self.noise(shape, z_ctx, generator) if x_init is None else x_init.clone()
+        like = state_like(z_ctx)
+        shape = (like.shape[0], horizon, *cell.token_shape)
+        levels = self.level_matrix(horizon, schedule.num_levels).to(like.device)  # (M, H)
+        x = self.noise(shape, like, generator) if x_init is None else x_init.clone()
         if x.shape != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x.shape)}")
         stab_noise = self.noise(shape, x, generator) if self.stabilization_mode == "noise" else None
-        prefix_z, start = z_ctx, 0
+        prefix, start = z_ctx, 0
         for m in range(1, levels.shape[0]):
             frm, to = levels[m - 1], levels[m]
             # 1. extend the cached prefix over the tokens that became clean in the previous row
             done = start + _leading_clean(frm[start:])
-            prefix_z = self._commit_span(cell, prefix_z, x, cond, stab_noise, start, done)
+            prefix = self._commit_span(cell, prefix, x, cond, stab_noise, start, done)
             start = done
             changed = (to != frm).nonzero().flatten()
             if len(changed) == 0:
                 continue
             # 2. run the tokens up to the last changing one (all of them when guided: the energy sees the plan)
             stop = horizon if guidance is not None else int(changed[-1]) + 1
-            row = RowPredictor(self, cell, prefix_z, x, frm, start, stop, cond, stab_noise, generator)
+            row = RowPredictor(self, cell, prefix, x, frm, start, stop, cond, stab_noise, generator)
             if guidance is None:
                 with torch.no_grad():
                     _, x0_run, eps_run = row.predict(x[:, start:stop])
@@ -326,9 +322,9 @@ class Sampler:
             x = x.clone()
             x[:, changed] = x_new.detach()
         # 4. commit the rest of the chunk so that the next chunk starts from its latent
-        return x, self._commit_span(cell, prefix_z, x, cond, stab_noise, start, horizon)
+        return x, self._commit_span(cell, prefix, x, cond, stab_noise, start, horizon)
 
-    def _commit_span(self, cell, z, x, cond, noise, start: int, stop: int) -> Tensor:
+    def _commit_span(self, cell, z, x, cond, noise, start: int, stop: int) -> State:
         sl = slice(start, stop)
         return self.commit_tokens(cell, z, x[:, sl], None if cond is None else cond[:, sl],
                                   None if noise is None else noise[:, sl])  # fmt: skip
@@ -346,7 +342,7 @@ class Sampler:
     def iter_rollout(
         self,
         cell: DenoisingCell,
-        z: Tensor,
+        z: State,
         n_tokens: int,
         context: Tensor | None = None,
         cond: Tensor | None = None,
@@ -378,7 +374,7 @@ class Sampler:
     def rollout(
         self,
         cell: DenoisingCell,
-        z: Tensor,
+        z: State,
         n_tokens: int,
         context: Tensor | None = None,
         cond: Tensor | None = None,

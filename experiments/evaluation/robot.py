@@ -202,7 +202,7 @@ class RobotSwapEvaluator(DomainEvaluator):
                     surprised = surprise(real, tokens[:, 0], 6 if images else 10) > self.surprise_threshold
                     z_noisy = self.commit_noisy(sampler, cell, z, real, generator)
                     z_clean = sampler.commit_tokens(cell, z, real[:, None])
-                    z = torch.where(surprised.reshape(-1, *[1] * (z.ndim - 1)), z_noisy, z_clean)
+                    z = cell.select_state(surprised, z_noisy, z_clean)
                 elif corrupted and flagged:
                     z = self.commit_noisy(sampler, cell, z, real, generator)
                 else:
@@ -242,8 +242,7 @@ class RobotSwapEvaluator(DomainEvaluator):
             )
         level = torch.full((x.shape[0],), self.flag_level, device=x.device, dtype=torch.long)
         noise = sampler.noise(tuple(x.shape), x, generator)
-        z, _, _ = cell(z, cell.schedule.q_sample(x, level, noise), level, None)
-        return z
+        return cell.commit(z, cell.schedule.q_sample(x, level, noise)[:, None], level[:, None], None)
 
     def metrics(self, result: dict[str, Any]) -> dict[str, float]:
         configs, finals = result["configs"], result["finals"]

@@ -1,10 +1,11 @@
-"""Shared pieces of the recurrent backbones: the cell interface, level embeddings, the initial latent."""
+"""Shared pieces of the backbones: the causal-backbone interface, level embeddings, the initial latent."""
 
 from __future__ import annotations
 
 import abc
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,18 @@ class LevelEmbedding(nn.Module):
         return self.net(level)
 
 
+def observation_encoder(obs_dim: int, widths: Sequence[int], out_dim: int) -> nn.Sequential:
+    """MLP ``obs (B, obs_dim) → (B, out_dim)`` with ELU between layers: z_0 or a start token from the first
+    observation."""
+    layers: list[nn.Module] = []
+    width = obs_dim
+    for w in widths:
+        layers += [nn.Linear(width, w), nn.ELU()]
+        width = w
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
 class InitialState(nn.Module):
     """z_0: a learnable tensor (N(0, 1) init), zeros, or an MLP encoder of the first observation."""
 
@@ -68,13 +81,7 @@ class InitialState(nn.Module):
                     )
                 if len(self.z_shape) != 1:
                     raise ValueError("algorithm.backbone.initial_state=encoder is only available for vector latents")
-                layers: list[nn.Module] = []
-                width = obs_dim
-                for w in encoder_widths:
-                    layers += [nn.Linear(width, w), nn.ELU()]
-                    width = w
-                layers.append(nn.Linear(width, self.z_shape[0]))
-                self.encoder = nn.Sequential(*layers)
+                self.encoder = observation_encoder(obs_dim, encoder_widths, self.z_shape[0])
             case _:
                 raise ValueError(
                     f"Unknown initial state {kind!r} (key algorithm.backbone.initial_state); choose one of "
@@ -93,7 +100,61 @@ class InitialState(nn.Module):
         return self.z0.unsqueeze(0).expand(batch_size, *self.z_shape)
 
 
-class RecurrentBackbone(nn.Module, abc.ABC):
+State = Any  # a backbone's causal state: the recurrent latent, or a transformer's key/value cache
+
+
+def state_like(state: State) -> Tensor:
+    """A tensor with the state's batch size (dim 0), device and dtype: the latent itself, or a cache's ``like``."""
+    return state if isinstance(state, Tensor) else state.like
+
+
+class CausalBackbone(nn.Module, abc.ABC):
+    """What the sampler and the training step need from any causal backbone (docs/method.md §4, §8).
+
+    A backbone carries a *state* that summarises the committed (clean) prefix: a recurrent latent ``z`` or a
+    transformer's key/value cache. Four operations act on it:
+
+    - ``init_state(B, first_obs)``: the state before any token.
+    - ``forward_sequence(state, x (B, n, *token), levels (B, n), cond (B, n, C))`` → ``(trace, outputs)``: run ``n``
+      tokens after the state in one causal pass (token t sees the state and tokens ≤ t); ``trace`` holds what
+      later tokens read from each token (the latents z_t, or every layer's keys and values), for :meth:`branch`.
+    - ``branch(state, trace, x (B, m, *token), levels (B, m), positions (m,), cond)`` → outputs ``(B, m, *token)``:
+      token i is re-predicted from its own input ``x[:, i]`` at run position ``positions[i]``, seeing the state and
+      the *traced* run tokens before that position, never the other branched tokens (Monte Carlo Guidance's
+      samples, docs/method.md §12; teacher forcing's noisy tokens after a clean run).
+    - ``commit(state, x, levels, cond)`` → the state after the ``n`` tokens (presented as given).
+    - ``select_state(mask (B,), a, b)``: per batch row, ``a`` where ``mask`` else ``b``.
+    """
+
+    token_shape: tuple[int, ...]
+
+    @abc.abstractmethod
+    def init_state(self, batch_size: int, first_obs: Tensor | None = None) -> State: ...
+
+    @abc.abstractmethod
+    def forward_sequence(
+        self, state: State, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
+    ) -> tuple[Any, Tensor]: ...
+
+    @abc.abstractmethod
+    def branch(
+        self,
+        state: State,
+        trace: Any,
+        x_noisy: Tensor,
+        noise_level: Tensor,
+        positions: Tensor,
+        cond: Tensor | None = None,
+    ) -> Tensor: ...
+
+    @abc.abstractmethod
+    def commit(self, state: State, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> State: ...
+
+    def select_state(self, mask: Tensor, a: State, b: State) -> State:
+        return torch.where(mask.reshape(-1, *[1] * (a.ndim - 1)), a, b)
+
+
+class RecurrentBackbone(CausalBackbone):
     """Interface of a causal recurrent denoiser cell (docs/method.md §4).
 
     ``forward(z_prev (B, *z_shape), x_noisy (B, *token_shape), noise_level (B,), cond (B, C) | None)``
@@ -123,6 +184,28 @@ class RecurrentBackbone(nn.Module, abc.ABC):
             latents.append(z)
             outputs.append(y)
         return torch.stack(latents, dim=1), torch.stack(outputs, dim=1)
+
+    def branch(
+        self,
+        state: Tensor,
+        trace: Tensor,
+        x_noisy: Tensor,
+        noise_level: Tensor,
+        positions: Tensor,
+        cond: Tensor | None = None,
+    ) -> Tensor:
+        """Each token from the latent z_{t−1} of the traced run at its position: one cell call over B·m tokens."""
+        b, m = x_noisy.shape[:2]
+        z_in = torch.cat([state.unsqueeze(1), trace[:, :-1]], dim=1)[:, positions]  # z_{t−1} of each token
+        flat = lambda v: None if v is None else v.flatten(0, 1)  # noqa: E731
+        _, out = self(flat(z_in), flat(x_noisy), flat(noise_level), flat(cond))
+        return out.reshape(b, m, *out.shape[1:])
+
+    def commit(self, state: Tensor, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The latent after ``x (B, n, ...)``, one cell call per token."""
+        for t in range(x.shape[1]):
+            state, _ = self(state, x[:, t], noise_level[:, t], None if cond is None else cond[:, t])
+        return state
 
     @abc.abstractmethod
     def forward(

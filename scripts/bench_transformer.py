@@ -1,0 +1,174 @@
+"""The transformer backbone beside the recurrent one: ``python -m scripts.benchmark --parts transformer``.
+
+On the maze CPU configuration (60 tokens of 60 numbers, batch 256; docs/PERFORMANCE.md):
+
+* training: tokens/s of both backbones at about equal parameters, and the model FLOP rate (FLOPs of one forward +
+  backward counted by ``torch.utils.flop_counter``) as a fraction of the machine's fp32 GEMM rate at batch 256;
+* the cache: token evaluations and wall time of a pyramid and an autoregressive plan (S = 50, batch 32) with the
+  key/value cache and with the window recomputed every row (``backbones.recompute.Recomputing``), and the largest
+  difference between the two plans;
+* long rollouts: seconds per generated token and resident memory at 100, 1,000 and 10,000 tokens of one streamed
+  autoregressive rollout (batch 4, S = 2, window 64).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from scripts import benchmark as bench
+
+TRANSFORMER = [
+    "algorithm/backbone=transformer",
+    "algorithm.backbone.width=128",
+    "algorithm.backbone.depth=3",
+    "algorithm.backbone.heads=4",
+    "algorithm.backbone.window=64",
+]
+
+
+def maze_cases() -> tuple[bench.Case, bench.Case]:
+    maze = dict(z_dim=128, num_res_layers=4, num_gru_layers=1, hidden_dim=256)
+    rnn = bench._vector("maze_cpu_recurrent", 6, 10, 60, 4, maze, batch=256)
+    xf = bench._vector("maze_cpu_transformer", 6, 10, 60, 4, maze, batch=256)
+    xf.overrides = [*xf.overrides, *TRANSFORMER]
+    return rnn, xf
+
+
+def _training(case: bench.Case, gemm_gflops: float) -> dict[str, float]:
+    module, step = bench._training_step(case)
+    seconds, _ = bench._median_time(step, 5)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    tokens = case.batch * case.frames // module.frame_stack
+    return {
+        "params_M": sum(p.numel() for p in module.cell.parameters()) / 1e6,
+        "train_s_per_step": seconds,
+        "train_tokens_per_s": tokens / seconds,
+        "model_gflop_per_step": flops / 1e9,
+        "model_gflops": flops / seconds / 1e9,
+        "fraction_of_gemm_b256": flops / seconds / 1e9 / gemm_gflops,
+    }
+
+
+def _count_tokens(net: torch.nn.Module) -> tuple[list[int], Any]:
+    counts: list[int] = []
+    handle = net.in_proj.register_forward_hook(lambda m, args, out: counts.append(args[0].shape[1]))
+    return counts, handle
+
+
+@torch.no_grad()
+def _cache(case: bench.Case, tokens: int = 60, steps: int = 50) -> dict[str, Any]:
+    from algorithms.diffusion_forcing.backbones.recompute import Recomputing
+    from algorithms.diffusion_forcing.denoiser import DenoisingCell
+    from algorithms.diffusion_forcing.sampler import Sampler
+
+    module, _ = bench.build(case)
+    module.eval()
+    cell = module.sampling_cell
+    reference = DenoisingCell(Recomputing(cell.backbone), cell.schedule, cell.objective, cell.clip_noise)
+    obs = torch.zeros(32, case.model_kwargs["obs_dim"])
+    out: dict[str, Any] = {}
+    for matrix in ("pyramid", "autoregressive"):
+        sampler = Sampler(sampling_steps=steps, scheduling_matrix=matrix, stabilization_level=10)
+        row: dict[str, Any] = {}
+        plans = []
+        for name, c in (("cached", cell), ("recomputed", reference)):
+            counts, handle = _count_tokens(cell.backbone)
+            t0 = time.perf_counter()
+            plans.append(
+                sampler.denoise_chunk(c, c.init_state(32, obs), tokens, generator=torch.Generator().manual_seed(7))[0]
+            )
+            row[f"{name}_s"] = time.perf_counter() - t0
+            row[f"{name}_token_evaluations"] = sum(counts)
+            handle.remove()
+        row["evaluations_cached_over_recomputed"] = (
+            row["cached_token_evaluations"] / row["recomputed_token_evaluations"]
+        )
+        row["speedup"] = row["recomputed_s"] / row["cached_s"]
+        row["max_abs_diff"] = float((plans[0] - plans[1]).abs().max())
+        out[matrix] = row
+    return out
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@torch.no_grad()
+def _long_rollout(case: bench.Case, marks: tuple[int, ...] = (100, 1_000, 10_000)) -> dict[str, Any]:
+    module, _ = bench.build(case, ["algorithm.sampler.chunk_size=1", "algorithm.sampler.sampling_steps=2"])
+    module.eval()
+    cell, sampler = module.sampling_cell, module.sampler
+    state = cell.init_state(4, torch.zeros(4, case.model_kwargs["obs_dim"]))
+    stamps, rss, out = [], {}, {}
+    total = 0.0
+    for chunk in sampler.iter_rollout(cell, state, marks[-1], generator=torch.Generator().manual_seed(0)):
+        total += float(chunk.mean())
+        stamps.append(time.perf_counter())
+        if len(stamps) in marks:
+            rss[len(stamps)] = _rss_mb()
+    for n in marks:
+        window = stamps[n - 50 : n]  # the 50 tokens before the mark
+        out[str(n)] = {"s_per_token": (window[-1] - window[0]) / (len(window) - 1), "rss_mb": rss[n]}
+    first, last = out[str(marks[0])], out[str(marks[-1])]
+    out["time_ratio_last_first"] = last["s_per_token"] / first["s_per_token"]
+    out["rss_ratio_last_first"] = last["rss_mb"] / first["rss_mb"]
+    return out
+
+
+def bench_transformer() -> dict[str, Any]:
+    gemm = bench.gemm_throughput(rows=(256,))["batch_256"]
+    rnn, xf = maze_cases()
+    out: dict[str, Any] = {"gemm_gflops_b256": gemm}
+    print("[benchmark] transformer: training", flush=True)
+    out["training"] = {case.name: _training(case, gemm) for case in (rnn, xf)}
+    out["training"]["tokens_per_s_ratio"] = (
+        out["training"][xf.name]["train_tokens_per_s"] / out["training"][rnn.name]["train_tokens_per_s"]
+    )
+    print("[benchmark] transformer: cache", flush=True)
+    out["cache"] = _cache(xf)
+    print("[benchmark] transformer: long rollout", flush=True)
+    out["long_rollout"] = _long_rollout(xf)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    t = result["training"]
+    lines = [
+        "",
+        f"Transformer vs recurrent, maze CPU configuration (fp32 GEMM at batch 256: "
+        f"{result['gemm_gflops_b256']:.1f} GFLOP/s)",
+        "",
+        "| backbone | params (M) | train s/step | tokens/s | model GFLOP/s | of GEMM rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in t.items():
+        if isinstance(r, dict):
+            lines.append(
+                f"| {name} | {r['params_M']:.2f} | {r['train_s_per_step']:.3f} | {r['train_tokens_per_s']:.0f} | "
+                f"{r['model_gflops']:.1f} | {100 * r['fraction_of_gemm_b256']:.0f} % |"
+            )
+    lines += [
+        "",
+        "| plan (60 tokens, S = 50, batch 32) | cached s | recomputed s | speed-up | evaluations cached / "
+        "recomputed | max abs diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    for matrix, r in result["cache"].items():
+        lines.append(
+            f"| {matrix} | {r['cached_s']:.2f} | {r['recomputed_s']:.2f} | {r['speedup']:.1f}× | "
+            f"{r['cached_token_evaluations']} / {r['recomputed_token_evaluations']} "
+            f"({100 * r['evaluations_cached_over_recomputed']:.0f} %) | {r['max_abs_diff']:.1e} |"
+        )
+    lr = result["long_rollout"]
+    lines += ["", "| rollout length (tokens) | s per token | resident MB |", "|---|---|---|"]
+    lines += [
+        f"| {n} | {r['s_per_token'] * 1e3:.2f} ms | {r['rss_mb']:.0f} |" for n, r in lr.items() if isinstance(r, dict)
+    ]
+    return lines
