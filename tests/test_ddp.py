@@ -26,17 +26,23 @@ def _main(run_dir: Path, devices: int, *overrides: str) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _train(run_dir: Path, devices: int, batch_size: int) -> dict:
+TRANSFORMER = ["algorithm/backbone=transformer", "algorithm.backbone.width=32", "algorithm.backbone.depth=2",
+               "algorithm.backbone.heads=2"]  # fmt: skip
+
+
+def _train(run_dir: Path, devices: int, batch_size: int, *extra: str) -> dict:
     return _main(
         run_dir, devices, "experiment=debug", "tasks=[training]", f"dataset.batch_size={batch_size}",
-        "trainer.max_steps=6", "trainer.val_check_interval=3",
+        "trainer.max_steps=6", "trainer.val_check_interval=3", *extra,
     )  # fmt: skip
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path: Path) -> None:
-    single = _train(tmp_path / "single", devices=1, batch_size=16)
-    ddp = _train(tmp_path / "ddp", devices=2, batch_size=8)  # 2 ranks x 8 = the same global batch of 16
+@pytest.mark.parametrize("backbone", ["recurrent", "transformer"])
+def test_ddp_two_processes_match_one_process_with_the_global_batch(tmp_path: Path, backbone: str) -> None:
+    extra = TRANSFORMER if backbone == "transformer" else []
+    single = _train(tmp_path / "single", 1, 16, *extra)
+    ddp = _train(tmp_path / "ddp", 2, 8, *extra)  # 2 ranks x 8 = the same global batch of 16
     a = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 6

@@ -262,7 +262,8 @@ class Sampler:
         one by one; a transformer appends their keys and values to its cache in one pass."""
         if x.shape[1] == 0:
             return z
-        levels = torch.full(x.shape[:2], self.stabilization_level, device=x.device, dtype=torch.long)
+        levels = torch.full((1, x.shape[1]), self.stabilization_level, device=x.device, dtype=torch.long)
+        levels = levels.expand(x.shape[0], -1)  # one row shared by the batch (a stride-0 view)
         with torch.no_grad():
             return cell.commit(z, self.present_clean_seq(cell, x, levels, noise), levels, cond)
 

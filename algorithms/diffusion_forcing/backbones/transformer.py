@@ -46,6 +46,7 @@ class KVCache:
     values: list[Tensor]
     tokens: int
     like: Tensor
+    rotated: list[Tensor] | None = None  # the keys rotated to their window positions, made once on first use
 
     @property
     def batch_size(self) -> int:
@@ -222,7 +223,12 @@ class CausalTransformer(CausalBackbone):
         return rearrange(out, "b n (gh gw) (c p1 p2) -> b n c (gh p1) (gw p2)", gh=gh, gw=gw, p1=p, p2=p)
 
     def condition(self, noise_level: Tensor, cond: Tensor | None) -> Tensor:
-        """``SiLU(emb(k) + W·cond)`` per token: ``(B, n)`` levels → ``(B, n, 1, W)``."""
+        """``SiLU(emb(k) + W·cond)`` per token: ``(B, n)`` levels → ``(B, n, 1, W)``.
+
+        Levels broadcast over the batch (a stride-0 batch axis, as the sampler passes a row's levels) are embedded
+        once: the result is ``(1, n, 1, W)`` and every modulation computed from it is shared by the batch."""
+        if cond is None and noise_level.shape[0] > 1 and noise_level.stride(0) == 0:
+            noise_level = noise_level[:1]
         c = self.level_embedding(noise_level)
         if self.cond_proj is None:
             if cond is not None:
@@ -241,6 +247,14 @@ class CausalTransformer(CausalBackbone):
             cos, sin = cos.repeat_interleave(self.patches, 0), sin.repeat_interleave(self.patches, 0)
         return cos, sin
 
+    def _cached_keys(self, cache: KVCache) -> list[Tensor]:
+        """The cache's keys rotated to positions ``0..L−1``: computed once per cache, then reused by every row that
+        runs against it."""
+        if cache.rotated is None:
+            cos, sin = self._rope(torch.arange(cache.tokens, device=cache.like.device))
+            cache.rotated = [rotate(k, cos, sin) for k in cache.keys]
+        return cache.rotated
+
     def _patch_mask(self, allowed: Tensor) -> Tensor:
         """A token-level mask ``(Nq, Nk)`` expanded to patches ``(Nq·P, Nk·P)``."""
         if self.patches == 1:
@@ -254,7 +268,7 @@ class CausalTransformer(CausalBackbone):
         past = 0 if cache is None else cache.tokens
         device = h.device
         cos_q, sin_q = self._rope(torch.arange(past, past + n, device=device))
-        cos_k, sin_k = self._rope(torch.arange(past + n, device=device))
+        cached = self._cached_keys(cache) if past else None
         mask = None
         if past or self.patches > 1:  # SDPA's is_causal covers only a square, patch-free mask
             q_tok = torch.arange(past, past + n, device=device)
@@ -268,10 +282,11 @@ class CausalTransformer(CausalBackbone):
             values.append(v)
             if i == last and not need_out:
                 break
-            k_all = k if not past else torch.cat([cache.keys[i], k], dim=2)
+            k_rot = rotate(k, cos_q, sin_q)  # the run's keys sit at the run's positions
+            k_all = k_rot if not past else torch.cat([cached[i], k_rot], dim=2)
             v_all = v if not past else torch.cat([cache.values[i], v], dim=2)
             attended = F.scaled_dot_product_attention(
-                rotate(q, cos_q, sin_q), rotate(k_all, cos_k, sin_k), v_all, attn_mask=mask, is_causal=mask is None
+                rotate(q, cos_q, sin_q), k_all, v_all, attn_mask=mask, is_causal=mask is None
             )
             h = block.finish(h, attended, mod)
         return keys, values, (self.unembed(h, c) if need_out else None)
@@ -322,7 +337,8 @@ class CausalTransformer(CausalBackbone):
         c = self.condition(noise_level, cond)
         h = self.embed_tokens(x_noisy)
         cos_q, sin_q = self._rope(past + positions)
-        cos_k, sin_k = self._rope(torch.cat([torch.arange(past + n, device=device), past + positions]))
+        cos_r, sin_r = self._rope(torch.arange(past, past + n, device=device))
+        cached = self._cached_keys(state)
         allowed = torch.cat(
             [torch.ones(m, past, dtype=torch.bool, device=device),
              torch.arange(n, device=device)[None, :] < positions[:, None],
@@ -332,11 +348,9 @@ class CausalTransformer(CausalBackbone):
         for i, block in enumerate(self.blocks):
             mod = block.modulation(c)
             q, k, v = block.qkv_heads(h, mod)
-            k_all = torch.cat([state.keys[i], run_keys[i], k], dim=2)
+            k_all = torch.cat([cached[i], rotate(run_keys[i], cos_r, sin_r), rotate(k, cos_q, sin_q)], dim=2)
             v_all = torch.cat([state.values[i], run_values[i], v], dim=2)
-            attended = F.scaled_dot_product_attention(
-                rotate(q, cos_q, sin_q), rotate(k_all, cos_k, sin_k), v_all, attn_mask=mask
-            )
+            attended = F.scaled_dot_product_attention(rotate(q, cos_q, sin_q), k_all, v_all, attn_mask=mask)
             h = block.finish(h, attended, mod)
         return self.unembed(h, c)
 
