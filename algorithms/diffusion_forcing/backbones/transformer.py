@@ -72,6 +72,25 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
+@dataclass
+class Condition:
+    """The per-token condition ``SiLU(c_t)``, stored once per distinct row: ``rows (R, W)`` with ``index (B, n)``
+    into them, or ``rows (B | 1, n, W)`` broadcast over the batch when ``index`` is None.
+
+    Without extra conditions c_t depends on the level alone, and a batch holds at most K distinct levels (a sampler
+    row: one per token), so every map of c_t (the level MLP, each block's adaLN modulation) is computed per distinct
+    level and gathered: the same values as per token, for a fraction of the work.
+    """
+
+    rows: Tensor
+    index: Tensor | None = None
+
+    def apply(self, layer: nn.Module) -> Tensor:
+        """``layer`` of every token's condition: ``(B, n, 1, out)`` (or ``(1, n, 1, out)``, broadcast)."""
+        out = layer(self.rows)
+        return (out if self.index is None else out[self.index]).unsqueeze(-2)
+
+
 class Block(nn.Module):
     """Pre-norm attention + MLP block with adaLN-Zero modulation from the per-token condition."""
 
@@ -88,9 +107,9 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def modulation(self, c: Tensor) -> list[Tensor]:
-        """``SiLU(c) (B, n, 1, W)`` → shift, scale, gate of attention and of the MLP, each ``(B, n, 1, W)``."""
-        return list(self.ada(c).chunk(6, dim=-1))
+    def modulation(self, c: Condition) -> list[Tensor]:
+        """The condition → shift, scale, gate of attention and of the MLP, each ``(B, n, 1, W)``."""
+        return list(c.apply(self.ada).chunk(6, dim=-1))
 
     def qkv_heads(self, h: Tensor, mod: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """``h (B, n, P, W)`` → q, k, v ``(B, heads, n·P, W/heads)``."""
@@ -213,31 +232,30 @@ class CausalTransformer(CausalBackbone):
         patches = rearrange(x, "b n c (gh p1) (gw p2) -> b n (gh gw) (c p1 p2)", p1=p, p2=p)
         return self.in_proj(patches) + self.spatial
 
-    def unembed(self, h: Tensor, c: Tensor) -> Tensor:
-        """``(B, n, P, W)`` and the condition ``SiLU(c) (B, n, 1, W)`` → outputs ``(B, n, *token)``."""
-        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+    def unembed(self, h: Tensor, c: Condition) -> Tensor:
+        """``(B, n, P, W)`` and the tokens' condition → outputs ``(B, n, *token)``."""
+        shift, scale = c.apply(self.ada_out).chunk(2, dim=-1)
         out = self.out_proj(modulate(self.norm_out(h), shift, scale))
         if self.spatial is None:
             return out.squeeze(2)
         p, (gh, gw) = self.patch_size, self.grid
         return rearrange(out, "b n (gh gw) (c p1 p2) -> b n c (gh p1) (gw p2)", gh=gh, gw=gw, p1=p, p2=p)
 
-    def condition(self, noise_level: Tensor, cond: Tensor | None) -> Tensor:
-        """``SiLU(emb(k) + W·cond)`` per token: ``(B, n)`` levels → ``(B, n, 1, W)``.
+    def condition(self, noise_level: Tensor, cond: Tensor | None) -> Condition:
+        """``SiLU(emb(k) + W·cond)`` of every token, for levels ``(B, n)`` and conditions ``(B, n, C)``.
 
-        Levels broadcast over the batch (a stride-0 batch axis, as the sampler passes a row's levels) are embedded
-        once: the result is ``(1, n, 1, W)`` and every modulation computed from it is shared by the batch."""
-        if cond is None and noise_level.shape[0] > 1 and noise_level.stride(0) == 0:
-            noise_level = noise_level[:1]
-        c = self.level_embedding(noise_level)
+        Without conditions it is computed once per distinct level (:class:`Condition`); levels broadcast over the
+        batch (a stride-0 batch axis, as the sampler passes a row's levels) are kept as one shared row."""
         if self.cond_proj is None:
             if cond is not None:
                 raise ValueError("got `cond` but this backbone was built with no conditions (cond_dim=0)")
-        else:
-            if cond is None:
-                raise ValueError(f"this backbone expects conditions of size {self.cond_dim} per token")
-            c = c + self.cond_proj(cond)
-        return F.silu(c).unsqueeze(2)
+            if noise_level.shape[0] > 1 and noise_level.stride(0) == 0:
+                return Condition(F.silu(self.level_embedding(noise_level[:1])))
+            levels, index = torch.unique(noise_level, return_inverse=True)
+            return Condition(F.silu(self.level_embedding(levels)), index)
+        if cond is None:
+            raise ValueError(f"this backbone expects conditions of size {self.cond_dim} per token")
+        return Condition(F.silu(self.level_embedding(noise_level) + self.cond_proj(cond)))
 
     # -- attention ---------------------------------------------------------------------------------------------
     def _rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
@@ -261,7 +279,7 @@ class CausalTransformer(CausalBackbone):
             return allowed
         return allowed.repeat_interleave(self.patches, 0).repeat_interleave(self.patches, 1)
 
-    def _run(self, cache: KVCache | None, h: Tensor, c: Tensor, need_out: bool) -> tuple[list, list, Tensor | None]:
+    def _run(self, cache: KVCache | None, h: Tensor, c: Condition, need_out: bool) -> tuple[list, list, Tensor | None]:
         """``n`` tokens ``h (B, n, P, W)`` after the cache, block-causally. Returns every layer's keys and values of
         the n tokens (keys before rotation) and the outputs (when ``need_out``)."""
         n = h.shape[1]
@@ -297,12 +315,12 @@ class CausalTransformer(CausalBackbone):
         if self.kind == "zeros":
             empty = like.new_zeros(batch_size, self.heads, 0, self.head_dim)
             return KVCache([empty] * len(self.blocks), [empty] * len(self.blocks), 0, like)
-        c = F.silu(self.start_cond).reshape(1, 1, 1, -1)
+        c = Condition(F.silu(self.start_cond).reshape(1, 1, -1))  # one row, broadcast over the batch
         if self.kind == "encoder":
             if first_obs is None:
                 raise ValueError("this model encodes its start token from the first observation: pass `first_obs`")
             h = self.start_encoder(first_obs.reshape(batch_size, -1)).reshape(batch_size, 1, 1, -1)
-            keys, values, _ = self._run(None, h, c.expand(batch_size, -1, -1, -1), need_out=False)
+            keys, values, _ = self._run(None, h, c, need_out=False)
         else:  # one learned start token, the same for every sequence
             keys, values, _ = self._run(None, self.start_embed.reshape(1, 1, self.patches, -1), c, need_out=False)
             keys = [k.expand(batch_size, -1, -1, -1) for k in keys]
