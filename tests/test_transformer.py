@@ -318,3 +318,16 @@ def test_recurrent_cached_latent_equals_recomputing_the_window(matrix: str) -> N
     outs = [sampler.rollout(c, c.init_state(2), 7, context, generator=torch.Generator().manual_seed(3)) for c in
             (cell, reference)]  # fmt: skip
     assert (outs[0] - outs[1]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("initial_state", ["learned", "encoder", "zeros"])
+@pytest.mark.parametrize("cond_dim", [0, 2])
+def test_every_parameter_gets_a_gradient(initial_state: str, cond_dim: int) -> None:
+    """DDP waits for a gradient of every parameter: one training loss reaches all of them, for every start token."""
+    net = tiny((3,), cond_dim=cond_dim, obs_dim=4, initial_state=initial_state)
+    obs = torch.randn(2, 4) if initial_state == "encoder" else None
+    cond = torch.randn(2, 5, cond_dim) if cond_dim else None
+    _, out = net.forward_sequence(net.init_state(2, obs), torch.randn(2, 5, 3), torch.randint(0, 1000, (2, 5)), cond)
+    out.pow(2).sum().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing

@@ -219,9 +219,10 @@ class CausalTransformer(CausalBackbone):
             if self.patches != 1:
                 raise ValueError("algorithm.backbone.initial_state=encoder is only available for vector tokens")
             self.start_encoder = observation_encoder(obs_dim, encoder_widths, width)
-        if initial_state != "zeros":
-            self.start_embed = nn.Parameter(torch.randn(self.patches, width) * 0.02)
+        if initial_state != "zeros":  # every parameter must be used, or DDP waits for its gradient
             self.start_cond = nn.Parameter(torch.zeros(width))
+        if initial_state == "learned":
+            self.start_embed = nn.Parameter(torch.randn(self.patches, width) * 0.02)
 
     # -- token embedding ---------------------------------------------------------------------------------------
     def embed_tokens(self, x: Tensor) -> Tensor:
