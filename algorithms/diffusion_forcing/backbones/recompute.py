@@ -1,4 +1,4 @@
-"""A no-cache reference: every call re-runs the wrapped backbone over the whole window (docs/method.md §4b).
+"""A no-cache reference: every call re-runs the wrapped backbone over the whole window (docs/method.md §13).
 
 ``Recomputing(backbone)`` keeps the committed tokens themselves (as they were presented) instead of a latent or
 a key/value cache, and prepends all of them to every run. It is what a sliding-window sampler without a cache

@@ -1,4 +1,4 @@
-"""Causal transformer backbone with a key/value cache (docs/method.md §4b; paper App. B.1).
+"""Causal transformer backbone with a key/value cache (docs/method.md §13; paper App. B.1).
 
 Every token of the sequence is one element (vector tokens) or one frame cut into P patches (image tokens).
 Attention is block-causal: the patches of a frame see each other and every earlier frame, never a later one.
