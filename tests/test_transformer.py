@@ -17,8 +17,7 @@ from algorithms.diffusion_forcing.noise_schedule import NoiseSchedule, sampling_
 from algorithms.diffusion_forcing.parameterization import training_target
 from algorithms.diffusion_forcing.sampler import Sampler, ddim_step
 from tests.helpers import CountingCell
-
-MATRICES = [("full_sequence", 1.0), ("pyramid", 1.0), ("pyramid", 2.5), ("autoregressive", 1.0), ("trapezoid", 1.0)]
+from tests.test_sampler import MATRICES
 
 
 def tiny(token_shape=(3,), cond_dim: int = 0, seed: int = 0, **kw) -> CausalTransformer:
