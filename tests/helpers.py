@@ -19,7 +19,7 @@ from algorithms.diffusion_forcing.parameterization import training_target
 
 class CountingCell(DenoisingCell):
     """A DenoisingCell that counts token evaluations (one per ``forward``, ``n`` per ``forward_sequence``, ``commit``
-    or ``branch`` over ``n`` tokens)."""
+    or ``branch_from`` over ``n`` tokens)."""
 
     calls = 0
     branch_calls = 0
@@ -36,10 +36,10 @@ class CountingCell(DenoisingCell):
         self.calls += x_in.shape[1]
         return super().commit(state, x_in, level, cond)
 
-    def branch(self, state, trace, x_noisy, level, positions, cond=None):
+    def branch_from(self, context, x_noisy, level, cond=None):
         self.calls += x_noisy.shape[1]
         self.branch_calls += 1
-        return super().branch(state, trace, x_noisy, level, positions, cond)
+        return super().branch_from(context, x_noisy, level, cond)
 
 
 class OracleBackbone(RecurrentBackbone):

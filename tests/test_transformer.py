@@ -104,15 +104,18 @@ def test_guidance_gradient_flows_through_attention() -> None:
 @pytest.mark.parametrize("token_shape", [(3,), (2, 8, 8)])
 def test_changing_a_later_token_leaves_earlier_outputs_unchanged(token_shape) -> None:
     net = tiny(token_shape)
-    x = torch.randn(2, 5, *token_shape)
-    levels = torch.randint(0, 1000, (2, 5))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, *token_shape, generator=gen)
+    levels = torch.randint(0, 1000, (2, 5), generator=gen)
     _, out = net.forward_sequence(net.init_state(2), x, levels)
     x2 = x.clone()
-    x2[:, 3:] = torch.randn_like(x2[:, 3:])
+    x2[:, 3:] = torch.randn(x2[:, 3:].shape, generator=gen)
     levels2 = levels.clone()
     levels2[:, 4] = 7
     _, out2 = net.forward_sequence(net.init_state(2), x2, levels2)
-    torch.testing.assert_close(out[:, :3], out2[:, :3], rtol=0, atol=1e-6)
+    # Float rounding only: the level embeddings are computed once per distinct level, so a new level changes the
+    # shape of that matmul. A leak through the mask would be of the order of the outputs themselves.
+    torch.testing.assert_close(out[:, :3], out2[:, :3], rtol=1e-5, atol=1e-5)
     assert (out[:, 3:] - out2[:, 3:]).abs().max() > 1e-3
 
 
@@ -177,9 +180,9 @@ class OracleTransformer(CausalTransformer):
         pos = state.tokens + torch.arange(x_noisy.shape[1])
         return trace, self._oracle(pos, x_noisy, noise_level, out)
 
-    def branch(self, state, trace, x_noisy, noise_level, positions, cond=None):
-        out = super().branch(state, trace, x_noisy, noise_level, positions, cond)
-        return self._oracle(state.tokens + positions, x_noisy, noise_level, out)
+    def branch_from(self, context, x_noisy, noise_level, cond=None):
+        out = super().branch_from(context, x_noisy, noise_level, cond)
+        return self._oracle(context.past + context.positions, x_noisy, noise_level, out)
 
 
 @pytest.mark.parametrize(("matrix", "u"), MATRICES)

@@ -61,7 +61,18 @@ class DenoisingCell(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Re-predict tokens ``(B, m, *token)`` at run ``positions (m,)`` from the main run's ``trace``:
         ``(x̂0, ε̂)`` (``CausalBackbone.branch``)."""
-        output = self.backbone.branch(state, trace, x_noisy, level, positions, cond)
+        return self.branch_from(self.branch_context(state, trace, positions), x_noisy, level, cond)
+
+    def branch_context(self, state: State, trace: Any, positions: Tensor) -> Any:
+        """What every branch at run ``positions (m,)`` from the main run's ``trace`` reads, made once
+        (``CausalBackbone.branch_context``)."""
+        return self.backbone.branch_context(state, trace, positions)
+
+    def branch_from(
+        self, context: Any, x_noisy: Tensor, level: Tensor, cond: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(x̂0, ε̂)`` of tokens ``(B, m, *token)`` branched from a :meth:`branch_context`."""
+        output = self.backbone.branch_from(context, x_noisy, level, cond)
         return self._x0_eps(output, x_noisy, level)
 
     def commit(self, state: State, x_in: Tensor, level: Tensor, cond: Tensor | None = None) -> State:

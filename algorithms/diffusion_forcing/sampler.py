@@ -109,6 +109,7 @@ class RowPredictor:
         self.cond = None if cond is None else cond[:, start:stop]
         self.stab_noise = None if stab_noise is None else stab_noise[:, start:stop]
         self.trace = None  # what later run tokens read from each run token, from the last predict
+        self.context = None  # what the live tokens' branches read from that trace, made on the first repredict
 
     def _mask(self, like: Tensor) -> Tensor:
         return self.clean.reshape(1, -1, *([1] * (like.ndim - 2)))
@@ -124,6 +125,7 @@ class RowPredictor:
             presented = self.sampler.present_clean_seq(self.cell, x_run, levels, self.stab_noise)
             x_in = torch.where(self._mask(x_run), presented, x_run)
         self.trace, x0_run, eps_run = self.cell.forward_sequence(self.prefix, x_in, levels, self.cond)
+        self.context = None
         if any_clean:
             x0_run = torch.where(self._mask(x_run), x_run, x0_run)
             eps_run = torch.where(self._mask(x_run), torch.zeros_like(eps_run), eps_run)
@@ -144,13 +146,16 @@ class RowPredictor:
     def repredict(self, x_live: Tensor) -> Tensor:
         """x̂0 of the run when the live tokens' inputs are ``x_live (B, m, ...)`` and every token keeps the context of
         the last :meth:`predict` (the main chain's z_{t−1}, or the main run's keys and values before it): one
-        ``branch`` call over the m tokens. Clean run tokens keep their value. Returns ``(B, n, ...)``."""
+        ``branch_from`` call over the m tokens, from a context made once per predict. Clean run tokens keep their
+        value. Returns ``(B, n, ...)``."""
         if self.trace is None:
             raise RuntimeError("RowPredictor.repredict needs the trace of a predict() call first")
         b, m = x_live.shape[:2]
         lv = self.levels[self.live].expand(b, m)
         cond = None if self.cond is None else self.cond[:, self.live]
-        x0_live, _ = self.cell.branch(self.prefix, self.trace, x_live, lv, self.live, cond)
+        if self.context is None:
+            self.context = self.cell.branch_context(self.prefix, self.trace, self.live)
+        x0_live, _ = self.cell.branch_from(self.context, x_live, lv, cond)
         x0_run = self.x[:, self.start : self.stop].clone()
         x0_run[:, self.live] = x0_live
         return x0_run

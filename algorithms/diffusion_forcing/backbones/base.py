@@ -121,7 +121,9 @@ class CausalBackbone(nn.Module, abc.ABC):
     - ``branch(state, trace, x (B, m, *token), levels (B, m), positions (m,), cond)`` → outputs ``(B, m, *token)``:
       token i is re-predicted from its own input ``x[:, i]`` at run position ``positions[i]``, seeing the state and
       the *traced* run tokens before that position, never the other branched tokens (Monte Carlo Guidance's
-      samples, docs/method.md §12; teacher forcing's noisy tokens after a clean run).
+      samples, docs/method.md §12; teacher forcing's noisy tokens after a clean run). It is
+      ``branch_from(branch_context(state, trace, positions), x, levels, cond)``: the context (each token's z_{t−1},
+      or the keys and values it attends to) is made once per main run and reused by every branch from it.
     - ``commit(state, x, levels, cond)`` → the state after the ``n`` tokens (presented as given).
     - ``select_state(mask (B,), a, b)``: per batch row, ``a`` where ``mask`` else ``b``.
     """
@@ -136,7 +138,6 @@ class CausalBackbone(nn.Module, abc.ABC):
         self, state: State, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
     ) -> tuple[Any, Tensor]: ...
 
-    @abc.abstractmethod
     def branch(
         self,
         state: State,
@@ -145,7 +146,19 @@ class CausalBackbone(nn.Module, abc.ABC):
         noise_level: Tensor,
         positions: Tensor,
         cond: Tensor | None = None,
-    ) -> Tensor: ...
+    ) -> Tensor:
+        """One branch call: :meth:`branch_from` of a fresh :meth:`branch_context`."""
+        return self.branch_from(self.branch_context(state, trace, positions), x_noisy, noise_level, cond)
+
+    @abc.abstractmethod
+    def branch_context(self, state: State, trace: Any, positions: Tensor) -> Any:
+        """What every branch at run ``positions (m,)`` after the same main run reads (a latent per token, or the
+        keys and values it attends to), made once so that repeated branches (Monte Carlo Guidance's samples) reuse
+        it."""
+
+    @abc.abstractmethod
+    def branch_from(self, context: Any, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The outputs ``(B, m, *token)`` of tokens ``x_noisy (B, m, *token)`` branched from a context."""
 
     @abc.abstractmethod
     def commit(self, state: State, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> State: ...
@@ -185,20 +198,15 @@ class RecurrentBackbone(CausalBackbone):
             outputs.append(y)
         return torch.stack(latents, dim=1), torch.stack(outputs, dim=1)
 
-    def branch(
-        self,
-        state: Tensor,
-        trace: Tensor,
-        x_noisy: Tensor,
-        noise_level: Tensor,
-        positions: Tensor,
-        cond: Tensor | None = None,
-    ) -> Tensor:
-        """Each token from the latent z_{t−1} of the traced run at its position: one cell call over B·m tokens."""
+    def branch_context(self, state: Tensor, trace: Tensor, positions: Tensor) -> Tensor:
+        """The latent z_{t−1} of the traced run before each branched token, flattened: ``(B·m, *z_shape)``."""
+        return torch.cat([state.unsqueeze(1), trace[:, :-1]], dim=1)[:, positions].flatten(0, 1)
+
+    def branch_from(self, context: Tensor, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Each token from its z_{t−1}: one cell call over B·m tokens."""
         b, m = x_noisy.shape[:2]
-        z_in = torch.cat([state.unsqueeze(1), trace[:, :-1]], dim=1)[:, positions]  # z_{t−1} of each token
         flat = lambda v: None if v is None else v.flatten(0, 1)  # noqa: E731
-        _, out = self(flat(z_in), flat(x_noisy), flat(noise_level), flat(cond))
+        _, out = self(context, flat(x_noisy), flat(noise_level), flat(cond))
         return out.reshape(b, m, *out.shape[1:])
 
     def commit(self, state: Tensor, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:

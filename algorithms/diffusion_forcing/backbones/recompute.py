@@ -58,9 +58,12 @@ class Recomputing(CausalBackbone):
         trace, out = self.inner.forward_sequence(state.base, *self._full(state, x_noisy, noise_level, cond))
         return (trace, past), out[:, past:]
 
-    def branch(self, state: History, trace: Any, x_noisy, noise_level, positions, cond=None) -> Tensor:
+    def branch_context(self, state: History, trace: Any, positions: Tensor) -> Any:
         inner_trace, past = trace
-        return self.inner.branch(state.base, inner_trace, x_noisy, noise_level, positions + past, cond)
+        return self.inner.branch_context(state.base, inner_trace, positions + past)
+
+    def branch_from(self, context: Any, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.inner.branch_from(context, x_noisy, noise_level, cond)
 
     def commit(self, state: History, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> History:
         full_x, full_levels, full_cond = self._full(state, x, noise_level, cond)

@@ -53,6 +53,20 @@ class KVCache:
         return self.like.shape[0]
 
 
+@dataclass
+class BranchContext:
+    """What branches after one main run attend to (:meth:`CausalTransformer.branch_context`): per layer the cache's
+    and the run's keys (rotated) and values ``(B, heads, (L + n)·P, head_dim)``, the branched tokens' rotary tables,
+    their attention mask ``(m·P, (L + n + m)·P)``, their run ``positions (m,)`` and the cache length ``past``."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    rope: tuple[Tensor, Tensor]
+    mask: Tensor
+    positions: Tensor
+    past: int
+
+
 def rotary(positions: Tensor, dim: int, base: float) -> tuple[Tensor, Tensor]:
     """cos and sin tables ``(N, dim/2)`` of the rotary embedding at ``positions (N,)``."""
     inv_freq = base ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
@@ -336,26 +350,18 @@ class CausalTransformer(CausalBackbone):
         keys, values, out = self._run(state, self.embed_tokens(x_noisy), c, need_out=True)
         return (keys, values), out
 
-    def branch(
-        self,
-        state: KVCache,
-        trace: tuple[list[Tensor], list[Tensor]],
-        x_noisy: Tensor,
-        noise_level: Tensor,
-        positions: Tensor,
-        cond: Tensor | None = None,
-    ) -> Tensor:
+    def branch_context(
+        self, state: KVCache, trace: tuple[list[Tensor], list[Tensor]], positions: Tensor
+    ) -> BranchContext:
         """Token i at run position ``positions[i]`` attends to the cache, to the traced run tokens before it (every
-        layer's keys and values of the main run), and to itself; never to another branched token."""
+        layer's keys and values of the main run), and to itself; never to another branched token. The cached and
+        run keys (rotated) and values are concatenated once here for every branch from this main run."""
         run_keys, run_values = trace
         past, p = state.tokens, self.patches
         n = run_keys[0].shape[2] // p
-        m = x_noisy.shape[1]
-        device = x_noisy.device
+        m = positions.shape[0]
+        device = run_keys[0].device
         positions = positions.to(device)
-        c = self.condition(noise_level, cond)
-        h = self.embed_tokens(x_noisy)
-        cos_q, sin_q = self._rope(past + positions)
         cos_r, sin_r = self._rope(torch.arange(past, past + n, device=device))
         cached = self._cached_keys(state)
         allowed = torch.cat(
@@ -363,13 +369,22 @@ class CausalTransformer(CausalBackbone):
              torch.arange(n, device=device)[None, :] < positions[:, None],
              torch.eye(m, dtype=torch.bool, device=device)], dim=1,
         )  # fmt: skip
-        mask = self._patch_mask(allowed)
-        for i, block in enumerate(self.blocks):
+        keys = [torch.cat([c, rotate(k, cos_r, sin_r)], dim=2) for c, k in zip(cached, run_keys)]
+        values = [torch.cat([c, v], dim=2) for c, v in zip(state.values, run_values)]
+        return BranchContext(keys, values, self._rope(past + positions), self._patch_mask(allowed), positions, past)
+
+    def branch_from(
+        self, context: BranchContext, x_noisy: Tensor, noise_level: Tensor, cond: Tensor | None = None
+    ) -> Tensor:
+        c = self.condition(noise_level, cond)
+        h = self.embed_tokens(x_noisy)
+        cos_q, sin_q = context.rope
+        for block, k_ctx, v_ctx in zip(self.blocks, context.keys, context.values):
             mod = block.modulation(c)
             q, k, v = block.qkv_heads(h, mod)
-            k_all = torch.cat([cached[i], rotate(run_keys[i], cos_r, sin_r), rotate(k, cos_q, sin_q)], dim=2)
-            v_all = torch.cat([state.values[i], run_values[i], v], dim=2)
-            attended = F.scaled_dot_product_attention(rotate(q, cos_q, sin_q), k_all, v_all, attn_mask=mask)
+            k_all = torch.cat([k_ctx, rotate(k, cos_q, sin_q)], dim=2)
+            v_all = torch.cat([v_ctx, v], dim=2)
+            attended = F.scaled_dot_product_attention(rotate(q, cos_q, sin_q), k_all, v_all, attn_mask=context.mask)
             h = block.finish(h, attended, mod)
         return self.unembed(h, c)
 
