@@ -230,8 +230,9 @@ def test_load_csv_errors(tmp_path):
 
     text = frame.assign(label="x")
     text.to_csv(tmp_path / "text.csv", index=False)
+    assert load_csv(tmp_path / "text.csv", freq="D", prediction_length=3, num_test_windows=2).dim == 3  # left out
     with pytest.raises(ValueError, match="dataset.columns"):
-        load_csv(tmp_path / "text.csv", freq="D", prediction_length=3, num_test_windows=2)
+        load_csv(tmp_path / "text.csv", "D", 3, 2, columns=["a", "label"])
     assert load_csv(tmp_path / "text.csv", "D", 3, 2, columns=["a", "b"]).dim == 2
     with pytest.raises(ValueError, match="dataset.columns"):
         load_csv(tmp_path / "text.csv", "D", 3, 2, columns=["a", "zzz"])
@@ -252,8 +253,8 @@ def test_load_csv_errors(tmp_path):
         load_csv(tmp_path / "ok.csv", freq="D", prediction_length=0, num_test_windows=2)
 
     frame.assign(a=frame["a"].where(frame.index != 4)).to_csv(tmp_path / "nan.csv", index=False)
-    with pytest.raises(ValueError, match="non-finite"):
-        load_csv(tmp_path / "nan.csv", freq="D", prediction_length=3, num_test_windows=2)
+    with pytest.raises(ValueError, match="dataset.missing=interpolate"):
+        load_csv(tmp_path / "nan.csv", freq="D", prediction_length=3, num_test_windows=2, missing="error")
     pd.concat([frame, frame.iloc[:1]]).to_csv(tmp_path / "dup.csv", index=False)
     with pytest.raises(ValueError, match="duplicate"):
         load_csv(tmp_path / "dup.csv", freq="D", prediction_length=3, num_test_windows=2)
@@ -303,8 +304,8 @@ def test_time_features_values_and_periodicity():
     from_other_freq = time_features(pd.Period("2000-01-01", freq="D"), 48, "h")  # start converted to hours
     np.testing.assert_array_equal(from_other_freq, hourly[:48])
 
-    with pytest.raises(ValueError, match="W"):
-        time_features(pd.Period("2020-01-06", freq="W"), 5, "W")
+    with pytest.raises(ValueError, match="dataset.freq"):  # seconds: no calendar features defined
+        time_features(pd.Period("2020-01-06 00:00:00", freq="s"), 5, "s")
 
 
 def test_default_lags():
@@ -316,4 +317,4 @@ def test_default_lags():
     lags.append(999)
     assert DEFAULT_LAGS["h"] == [1, 24, 168]  # a copy is returned
     with pytest.raises(ValueError, match="dataset.lags"):
-        default_lags("W")
+        default_lags("s")

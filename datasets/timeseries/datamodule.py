@@ -18,6 +18,7 @@ import torch
 from utils.paths import resolve_path
 
 from ..base import SequenceDataModule, TensorDictDataset
+from .csv_table import MISSING_RULES
 from .features import default_lags, num_time_features, time_features
 from .series import MultivariateSeries
 
@@ -91,6 +92,9 @@ class TimeSeriesDataModule(SequenceDataModule):
         cache_dir: str = "data/gluonts",
         date_column: str | None = "date",
         columns: list[str] | None = None,
+        date_format: str | None = None,
+        missing: str = "interpolate",
+        max_missing_fraction: float = 0.5,
         **loader: Any,  # batch_size, val_batch_size, num_workers, seed: see SequenceDataModule
     ) -> None:
         super().__init__(**{"batch_size": 32, **loader})
@@ -101,6 +105,9 @@ class TimeSeriesDataModule(SequenceDataModule):
         self.shared_data, self.cache_dir = resolve_path(shared_data), resolve_path(cache_dir)
         self.max_target_dim = max_target_dim
         self.date_column, self.columns = date_column, columns
+        self.date_format, self.missing, self.max_missing_fraction = date_format, missing, max_missing_fraction
+        if missing not in MISSING_RULES:
+            raise ValueError(f"unknown dataset.missing {missing!r}; choose one of {MISSING_RULES}")
         if source == "gluonts":
             from .sources import GLUONTS_SPECS
 
@@ -112,9 +119,9 @@ class TimeSeriesDataModule(SequenceDataModule):
             self.num_test_windows = spec.num_test_windows
         else:
             given = {"path": path, "freq": freq, "prediction_length": prediction_length}
-            missing = [k for k, v in given.items() if not v]
-            if missing:
-                raise ValueError(f"dataset.source=csv needs {', '.join('dataset.' + k for k in missing)}")
+            absent = [k for k, v in given.items() if not v]
+            if absent:
+                raise ValueError(f"dataset.source=csv needs {', '.join('dataset.' + k for k in absent)}")
             self.freq = str(freq)
             self.prediction_length = int(prediction_length)
             self.num_test_windows = num_test_windows or 7
@@ -167,7 +174,8 @@ class TimeSeriesDataModule(SequenceDataModule):
             return load_gluonts(self.name, self.cache_dir, self.shared_data, self.max_target_dim)
         return load_csv(
             self.path, self.freq, self.prediction_length, self.num_test_windows, self.date_column, self.columns,
-            name=self.name,
+            name=self.name, date_format=self.date_format, missing=self.missing,
+            max_missing_fraction=self.max_missing_fraction,
         )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:

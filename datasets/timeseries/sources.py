@@ -9,6 +9,7 @@ imported inside the functions: the rest of the project imports without them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tarfile
 import warnings
@@ -22,6 +23,8 @@ import numpy as np
 
 from datasets.timeseries.features import canonical_freq, quiet_bday_warnings
 from datasets.timeseries.series import MultivariateSeries
+
+log = logging.getLogger(__name__)
 
 
 class GluonTSSpec(NamedTuple):
@@ -124,23 +127,10 @@ def prepare_gluonts(name: str, cache_dir: str | Path, shared_data: str | Path | 
 
 
 def csv_columns(path: str | Path, date_column: str | None = "date", columns: list[str] | None = None) -> list[str]:
-    """The value columns of a CSV file, from its header and first rows (cheap metadata; :func:`load_csv` checks
-    the whole file)."""
-    import pandas as pd
+    """The value columns of a CSV file (``csv_table.py``, rule 6): the model's size depends on them."""
+    from .csv_table import table_columns
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"CSV file {str(file)!r} not found; check dataset.path")
-    try:
-        head = pd.read_csv(file, nrows=16)
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{file} is empty; check dataset.path") from err
-    if columns is not None:
-        missing = [c for c in columns if c not in head.columns]
-        if missing:
-            raise ValueError(f"columns {missing} not in {file} (has {list(head.columns)}); check dataset.columns")
-        return list(columns)
-    return [c for c in head.columns if c != date_column]
+    return table_columns(path, date_column, columns)
 
 
 def load_csv(
@@ -151,89 +141,51 @@ def load_csv(
     date_column: str | None = "date",
     columns: list[str] | None = None,
     name: str | None = None,
+    date_format: str | None = None,
+    missing: str = "interpolate",
+    max_missing_fraction: float = 0.5,
 ) -> MultivariateSeries:
     """Load a wide CSV file (one row per time step, one numeric column per dimension) as a benchmark.
 
-    Rows are sorted by ``date_column`` when there is one; ``start`` is its first date as a Period of ``freq``
-    (``2000-01-01`` without a date column). The last ``num_test_windows * prediction_length`` steps form rolling
-    test windows: ``test_targets[i] = data[: T - (num_test_windows - 1 - i) * prediction_length]`` and
-    ``train = data[: T - num_test_windows * prediction_length]``.
+    The file is made a regular series by the rules of :mod:`datasets.timeseries.csv_table` (date column and
+    format, one row per period of ``freq``, gaps and missing values, which columns). ``start`` is the first
+    date's period (``2000-01-01`` without a date column). The last ``num_test_windows * prediction_length`` steps
+    form rolling test windows: ``test_targets[i] = data[: T - (num_test_windows - 1 - i) * prediction_length]``
+    and ``train = data[: T - num_test_windows * prediction_length]``.
     """
-    import pandas as pd
+    from .csv_table import read_table
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"CSV file {str(file)!r} not found; check dataset.path")
     if prediction_length < 1:
         raise ValueError(f"dataset.prediction_length must be >= 1, got {prediction_length}")
     if num_test_windows < 1:
         raise ValueError(f"dataset.num_test_windows must be >= 1, got {num_test_windows}")
-    name = name or file.name.split(".")[0]
-    freq = canonical_freq(freq)
-
-    try:
-        frame = pd.read_csv(file)
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{name}: {file} is empty; check dataset.path") from err
-    if frame.empty:
-        raise ValueError(f"{name}: {file} has no data rows; check dataset.path")
-
-    if date_column is not None:
-        if date_column not in frame.columns:
-            raise ValueError(f"{name}: no column {date_column!r} in {file}; set dataset.date_column (null: none)")
-        try:
-            dates = pd.to_datetime(frame[date_column])
-        except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"{name}: column {date_column!r} does not parse as dates; check dataset.date_column"
-            ) from err
-        if dates.isna().any():
-            raise ValueError(f"{name}: column {date_column!r} has missing dates; check dataset.date_column")
-        if dates.duplicated().any():
-            raise ValueError(f"{name}: column {date_column!r} has duplicate dates; check dataset.date_column")
-        order = np.argsort(dates.to_numpy(), kind="stable")
-        frame = frame.iloc[order].reset_index(drop=True)
-        with quiet_bday_warnings():
-            start = pd.Period(dates.iloc[order[0]], freq=freq)
-    else:
-        with quiet_bday_warnings():
-            start = pd.Period("2000-01-01", freq=freq)
-
-    if columns is None:
-        columns = [c for c in frame.columns if c != date_column]
-    else:
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(
-                f"{name}: columns {missing} not in {file} (has {list(frame.columns)}); check dataset.columns"
-            )
-    if not columns:
-        raise ValueError(f"{name}: no value columns in {file}; check dataset.columns")
-    non_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise ValueError(f"{name}: non-numeric columns {non_numeric} in {file}; choose numeric ones in dataset.columns")
-
-    data = frame[list(columns)].to_numpy(dtype=np.float32)
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise ValueError(f"{name}: {bad} missing or non-finite values in {file}; clean the file given as dataset.path")
-
+    name = name or Path(path).name.split(".")[0]
+    table = read_table(path, freq, date_column, columns, date_format, missing, max_missing_fraction, name)
+    data = table.values
     total = data.shape[0]
     horizon = num_test_windows * prediction_length
     if total <= horizon:
         raise ValueError(
-            f"{name}: {total} rows leave no training range for dataset.num_test_windows={num_test_windows} x "
+            f"{name}: {total} steps leave no training range for dataset.num_test_windows={num_test_windows} x "
             f"dataset.prediction_length={prediction_length}"
         )
+    report = table.report
+    if report["missing_values"]:
+        in_test = int(table.filled[total - horizon :].sum())
+        log.warning(
+            "%s: filled %d missing values (%d missing steps among them) by linear interpolation "
+            "(dataset.missing=interpolate); %d of them lie in the test windows and are scored as observed",
+            name, report["missing_values"], report["missing_steps"], in_test,
+        )  # fmt: skip
     test_targets = [
         np.ascontiguousarray(data[: total - (num_test_windows - 1 - i) * prediction_length])
         for i in range(num_test_windows)
     ]
     series = MultivariateSeries(
         name=name,
-        freq=freq,
+        freq=canonical_freq(freq),
         prediction_length=int(prediction_length),
-        start=start,
+        start=table.start,
         train=np.ascontiguousarray(data[: total - horizon]),
         test_targets=test_targets,
     )
