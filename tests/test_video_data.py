@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from datasets.video.moving_mnist import generate_episodes, moving_mnist, read_idx3
 from datasets.video.teco import VideoDataModule
-from experiments.evaluation.video_metrics import intensity_w1, psnr, ssim, stability_by_bin
+from experiments.evaluation.video_metrics import intensity_w1, psnr, psnr_pooled, ssim, stability_by_bin
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "t10k-images-idx3-ubyte.gz"
@@ -98,6 +99,50 @@ def test_teco_format_files_and_bad_episodes(tmp_path: Path) -> None:
         VideoDataModule(str(tmp_path), n_frames=16).setup("fit")
     with pytest.raises(FileNotFoundError, match="no episodes.*scripts.download_teco"):
         VideoDataModule(str(tmp_path / "nowhere"), n_frames=16).model_kwargs()
+
+
+def reference_ssim(pred: torch.Tensor, target: torch.Tensor, border: str, data_range: float = 1.0) -> torch.Tensor:
+    """SSIM per frame written out from Wang et al. (2004): Gaussian window 11, σ 1.5, K1 0.01, K2 0.03, local
+    statistics by a depthwise convolution; ``valid`` averages the pixels whose window lies inside the frame,
+    ``reflect`` pads the frame by reflection first and averages every pixel. Returns ``(T,)``."""
+    b, t, c, h, w = pred.shape
+    x = pred.double().reshape(b * t, c, h, w)
+    y = target.double().reshape(b * t, c, h, w)
+    if border == "reflect":
+        x, y = F.pad(x, (5, 5, 5, 5), mode="reflect"), F.pad(y, (5, 5, 5, 5), mode="reflect")
+    offsets = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(offsets**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(c, 1, 11, 11)
+    blur = lambda v: F.conv2d(v, kernel, groups=c)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return value.flatten(1).mean(-1).reshape(b, t).mean(0)
+
+
+def reference_psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    mse = ((pred.double() - target.double()) ** 2).flatten(2).mean(-1)  # (B, T)
+    return (10.0 * torch.log10(data_range**2 / mse)).mean(0)
+
+
+def test_torchmetrics_psnr_and_ssim_equal_the_definitions_on_fixed_frames() -> None:
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 4, 3, 24, 32, generator=gen) * 0.6 + 0.2
+    pred = (target + 0.1 * torch.randn(target.shape, generator=gen)).clamp(0, 1)
+    # torchmetrics takes log(10) in float32: agreement to about 1e-7 relative
+    torch.testing.assert_close(psnr(pred, target), reference_psnr(pred, target), rtol=1e-6, atol=0)
+    for border in ("reflect", "valid"):
+        torch.testing.assert_close(
+            ssim(pred, target, border=border), reference_ssim(pred, target, border), rtol=1e-10, atol=1e-10
+        )
+    assert (ssim(pred, target) - ssim(pred, target, border="valid")).abs().max() > 1e-4  # the borders differ
+    pooled = 10 * torch.log10(1 / ((pred.double() - target.double()) ** 2).mean())
+    torch.testing.assert_close(psnr_pooled(pred, target), pooled, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="border"):
+        ssim(pred, target, border="zeros")
 
 
 def test_psnr_and_ssim_on_known_inputs() -> None:

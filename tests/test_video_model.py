@@ -58,7 +58,7 @@ def test_smoke_train_and_rollout_writes_metrics_and_video(tmp_path: Path) -> Non
     assert metrics["val/rollout_frames"] == 80.0  # 10x the 8-frame training window
     bins = [k for k in metrics if k.startswith("val/stability/w1_bin")]
     assert len(bins) == 10 and all(0.0 <= metrics[k] <= 1.0 for k in bins)
-    assert 0.0 < metrics["val/psnr"] and -1.0 <= metrics["val/ssim"] <= 1.0
+    assert 0.0 < metrics["val/psnr"] and 0.0 < metrics["val/psnr_pooled"] and -1.0 <= metrics["val/ssim"] <= 1.0
     gif = tmp_path / "media" / "video_val.gif"
     assert gif.is_file() and gif.stat().st_size > 1000
     from PIL import Image

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .base import DomainEvaluator, EvalContext
-from .video_metrics import intensity_w1, psnr, ssim
+from .video_metrics import intensity_w1, psnr, psnr_pooled, ssim
 
 if TYPE_CHECKING:
     from algorithms.diffusion_forcing.module import DiffusionForcing
@@ -94,7 +94,11 @@ class VideoEvaluator(DomainEvaluator):
         within = torch.cat(list(module.iter_generate(horizon - self.context_frames, context, generator=gen)), dim=1)
         within = within.clamp(0, 1)
         truth = clips[:, self.context_frames :]
-        metrics = {"psnr": float(psnr(within, truth).mean()), "ssim": float(ssim(within, truth).mean())}
+        metrics = {
+            "psnr": float(psnr(within, truth).mean()),
+            "psnr_pooled": float(psnr_pooled(within, truth)),  # the official code's aggregation
+            "ssim": float(ssim(within, truth).mean()),
+        }
 
         total = self.rollout_frames or 10 * horizon
         total -= total % fs

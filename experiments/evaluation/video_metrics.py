@@ -1,15 +1,23 @@
-"""Video metrics on frames in [0, 1] (``data_range = 1``; docs/experiments.md §1): PSNR, SSIM, and a weight-free
-stability measure per time bin.
+"""Video metrics on frames in [0, 1] (``data_range = 1``; docs/experiments.md §1): PSNR and SSIM from torchmetrics,
+and a weight-free stability measure per time bin.
 
 Layout: videos ``(B, T, C, H, W)``. PSNR and SSIM are computed per frame and averaged over the batch, giving one
-value per time step (``(T,)``); callers average over the frames after the context.
+value per time step (``(T,)``); callers average over the frames after the context. :func:`psnr_pooled` is the
+official code's form: one PSNR of the squared error pooled over every frame and video.
+
+SSIM is torchmetrics' ``structural_similarity_index_measure`` with its defaults (Gaussian window 11, σ 1.5,
+K1 0.01, K2 0.03), as the official code calls it: the frame is reflect-padded, so the mean runs over every pixel.
+``border="valid"`` averages only the pixels whose window lies inside the frame (Wang et al. 2004 and scikit-image).
+``tests/test_video_data.py`` checks both against the definition written out.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+SSIM_BORDERS = ("reflect", "valid")
 
 
 def _check(pred: Tensor, target: Tensor) -> None:
@@ -20,35 +28,39 @@ def _check(pred: Tensor, target: Tensor) -> None:
 def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     """``10·log10(R² / MSE)`` per frame, averaged over the batch: ``(T,)``; identical frames give +inf."""
     _check(pred, target)
-    mse = ((pred.double() - target.double()) ** 2).flatten(2).mean(-1)  # (B, T)
-    return (10.0 * torch.log10(data_range**2 / mse)).mean(0)
+    b, t = pred.shape[:2]
+    per_frame = peak_signal_noise_ratio(
+        pred.double().flatten(0, 1), target.double().flatten(0, 1), data_range=data_range, reduction="none",
+        dim=(1, 2, 3),
+    )  # fmt: skip
+    return per_frame.reshape(b, t).mean(0)
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
-
-
-def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Structural similarity (Wang et al. 2004: Gaussian window 11, σ 1.5, K1 0.01, K2 0.03, valid region) per
-    frame, averaged over channels, pixels and the batch: ``(T,)``."""
+def psnr_pooled(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """One PSNR of the MSE over all frames and videos (the official code's aggregation, with the right range)."""
     _check(pred, target)
+    return peak_signal_noise_ratio(pred.double(), target.double(), data_range=data_range)
+
+
+def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: float = 1.5, border: str = "reflect") -> Tensor:
+    """Structural similarity per frame, averaged over channels, pixels and the batch: ``(T,)`` (module docstring).
+    The Gaussian window's side is torchmetrics' ``2·int(3.5σ + 0.5) + 1`` (11 for σ = 1.5)."""
+    _check(pred, target)
+    if border not in SSIM_BORDERS:
+        raise ValueError(f"unknown SSIM border {border!r}; choose one of {SSIM_BORDERS}")
     b, t, c, h, w = pred.shape
+    window = 2 * int(3.5 * sigma + 0.5) + 1
     if min(h, w) < window:
         raise ValueError(f"frames of {h}×{w} are smaller than the SSIM window {window}")
-    x = pred.double().reshape(b * t, c, h, w)
-    y = target.double().reshape(b * t, c, h, w)
-    kernel = _gaussian_window(window, sigma, c, x.device, x.dtype)
-    blur = lambda v: F.conv2d(v, kernel, groups=c)  # noqa: E731
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return value.flatten(1).mean(-1).reshape(b, t).mean(0)
+    x, y = pred.double().flatten(0, 1), target.double().flatten(0, 1)
+    kwargs = {"data_range": data_range, "kernel_size": window, "sigma": sigma}
+    if border == "reflect":
+        per_frame = structural_similarity_index_measure(x, y, reduction="none", **kwargs)
+    else:
+        _, full = structural_similarity_index_measure(x, y, reduction="none", return_full_image=True, **kwargs)
+        pad = (window - 1) // 2
+        per_frame = full[..., pad : h - pad, pad : w - pad].flatten(1).mean(-1)
+    return per_frame.reshape(b, t).mean(0)
 
 
 def intensity_w1(a: Tensor, b: Tensor, quantiles: int = 256) -> Tensor:
