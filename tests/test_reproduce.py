@@ -65,9 +65,16 @@ def test_bad_tables_and_missing_runs_get_clear_errors(tmp_path: Path, monkeypatc
     assert not reproduce.finished(tmp_path / "o", "a", 0)
 
 
-def test_every_shipped_table_loads() -> None:
+def test_every_shipped_table_loads_and_its_runs_compose() -> None:
+    from hydra import compose, initialize_config_dir
+
     names = reproduce.available_tables()
-    assert {"debug", "maze2d_umaze_cpu", "maze2d_umaze_multi_cpu", "maze2d_medium_cpu"} <= set(names)
-    for name in names:
-        table = reproduce.load_table(name)
-        assert table.rows and table.seeds
+    assert {"debug", "maze2d_umaze_cpu", "maze2d_umaze_multi_cpu", "maze2d_medium_cpu", "compositional",
+            "ts_exchange_cpu", "ts_etth1_cpu", "video_maze_cpu", "robot_swap_state_cpu"} <= set(names)  # fmt: skip
+    with initialize_config_dir(config_dir=str(reproduce.PROJECT_ROOT / "configurations"), version_base="1.3"):
+        for name in names:
+            table = reproduce.load_table(name)
+            assert table.rows and table.seeds
+            for run, overrides in table.runs.items():
+                cfg = compose(config_name="config", overrides=[*overrides, "output_dir=/tmp/df-table-check"])
+                assert cfg.name, (name, run)  # a preset or key that does not exist fails to compose
