@@ -65,9 +65,11 @@ PAPER_PRESETS = (
     "ts_taxi",
     "ts_wikipedia",
     "robot_swap",
+    "robot_official",
 )
 PRECISIONS = ("16-mixed", "bf16-mixed")
 VIDEO_FRAME_SIZE = {"video_dmlab": 64, "video_minecraft": 128}  # the paper's frames (App. D) when no data is here
+OFFICIAL_ROBOT_CAMERAS = 2  # the authors' recordings: a wrist and a front camera (App. F.3)
 
 # --tiny: every width-like key a backbone may have, and what it becomes (keys a backbone lacks are not added)
 TINY_BACKBONE = {
@@ -91,14 +93,20 @@ class CheckError(RuntimeError):
 
 # -- configuration ----------------------------------------------------------------------------------------------
 def compose(preset: str, overrides: list[str]) -> Any:
+    """The preset's config; a data path the user must give (``???``) points nowhere, so the facts come from the
+    paper instead."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(
+        cfg = hydra_compose(
             config_name="config",
             overrides=[f"experiment={preset}", "output_dir=/tmp/df-gpu-check", "logger=none", *overrides],
         )
+    if "path" in cfg.dataset.keys() and OmegaConf.is_missing(cfg.dataset, "path"):  # `in` skips ??? values
+        cfg.dataset.path = "/nonexistent/gpu-check-without-data"
+    return cfg
 
 
 def domain_of(cfg: Any) -> str:
@@ -126,9 +134,11 @@ def tiny_overrides(cfg: Any, domain: str) -> list[str]:
         out.append(f"dataset.episode_len={4 * fs}")
     elif domain == "timeseries":
         out.append("dataset.max_target_dim=3")
-    elif domain == "robot":
+    elif domain == "robot" and "chunk" in cfg.dataset:  # the simulated swap table
         chunk = int(cfg.dataset.chunk)
         out += [f"dataset.episode_steps={3 * chunk}", f"dataset.image_size={TINY_FRAME_SIZE}"]
+    elif domain == "robot":  # the official recordings' layout
+        out += ["dataset.action_stack=3", "dataset.n_frames=4", f"dataset.resolution={TINY_FRAME_SIZE}"]
     return out
 
 
@@ -142,6 +152,11 @@ def data_facts(cfg: Any, preset: str, domain: str, tiny: bool) -> tuple[Any, dic
     try:
         return datamodule, datamodule.model_kwargs(), "config or data header"
     except (FileNotFoundError, OSError, IndexError) as err:
+        if domain == "robot" and hasattr(datamodule, "action_stack"):  # the official layout without recordings
+            size = int(datamodule.resolution)
+            channels = 3 * OFFICIAL_ROBOT_CAMERAS + int(datamodule.action_stack)
+            facts = {"frame_shape": [channels, size, size], "cond_dim": 0, "obs_dim": 0}
+            return datamodule, facts, f"the paper's {OFFICIAL_ROBOT_CAMERAS} cameras (no recordings at dataset.path)"
         if domain != "video":
             raise CheckError(f"{preset}: the model's data facts need the data ({err})") from err
         size = VIDEO_FRAME_SIZE[preset]
@@ -178,6 +193,9 @@ def synthetic_batch(datamodule: Any, facts: dict[str, Any], domain: str, batch_s
         nonterminal[:, -1] = False
         return {"x": smooth((batch_size, t, *frame), gen), "first_obs": smooth((batch_size, 1, 4), gen)[:, 0],
                 "nonterminal": nonterminal}  # fmt: skip
+    if domain == "robot" and hasattr(datamodule, "action_stack"):  # official layout: full items, none padded
+        return {"x": smooth((batch_size, int(datamodule.n_frames), *frame), gen, unit=True),
+                "nonterminal": torch.ones(batch_size, int(datamodule.n_frames), dtype=torch.bool)}  # fmt: skip
     if domain == "robot":
         t = datamodule.tokens_per_episode + (1 if len(frame) == 3 else 0)  # image tokens: o_0 is a context token
     else:

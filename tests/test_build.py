@@ -26,6 +26,7 @@ DATASETS = [
     "ts_gluonts",
     "video",
     "robot_swap",
+    "robot_official",
 ]
 
 
@@ -39,6 +40,7 @@ def test_no_datamodule_constructor_opens_a_file(tmp_path: Path, dataset: str, mo
         "npz_sequences": [f"dataset.path={missing}/x.npz"],
         "ts_csv": [f"dataset.path={missing}/x.csv", "dataset.freq=H", "dataset.prediction_length=24"],
         "video": [f"dataset.path={missing}/dmlab"],
+        "robot_official": [f"dataset.path={missing}/recordings"],
     }.get(dataset, [])
     cfg = make_cfg(tmp_path, overrides)
     opened = []

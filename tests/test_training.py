@@ -216,6 +216,11 @@ def smoke_overrides(tmp_path: Path, preset: str) -> list[str]:
         overrides.append(f"dataset.data_dir={tmp_path.parent / 'maze'}")
     elif target.endswith("RobotSwapDataModule"):  # demonstrations too (rendered ones cost seconds)
         overrides.append(f"dataset.data_dir={tmp_path.parent / 'robot'}")
+    elif target.endswith("OfficialRobotDataModule"):  # tiny recordings in the authors' layout
+        from tests.test_robot_official import write_official_episodes
+
+        write_official_episodes(tmp_path / "official", 3, 16, np.random.default_rng(0))
+        overrides.append(f"dataset.path={tmp_path / 'official'}")
     elif target.endswith(".VideoDataModule"):  # TECO-format episodes at the preset's resolution
         frames, size = int(cfg.dataset.n_frames), 128 if "minecraft" in preset else 64
         rng = np.random.default_rng(0)

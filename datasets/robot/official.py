@@ -53,7 +53,8 @@ def load_trajectory(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_official_episode(folder: str | os.PathLike, resolution: int = 32) -> dict[str, np.ndarray]:
-    """``images (T, n_cameras, resolution, resolution, 3)`` uint8 and ``actions (T, 8)`` float32 of one episode."""
+    """``images (T, n_cameras, resolution, resolution, 3)`` uint8, ``actions (T, 8)`` float32 (target position,
+    target quaternion, grasp) and ``ee_pose (T, 7)`` (the measured position and quaternion) of one episode."""
     import imageio.v3 as iio
     from PIL import Image
 
@@ -74,7 +75,8 @@ def read_official_episode(folder: str | os.PathLike, resolution: int = 32) -> di
         ]
         cameras.append(np.stack(small))
     actions = np.concatenate([traj["ee_pos_target"], traj["ee_quat_target"], traj["grasp"][:, :1]], axis=1)
-    return {"images": np.stack(cameras, axis=1), "actions": actions.astype(np.float32)}
+    ee_pose = np.concatenate([traj["ee_pos"], traj["ee_quat"]], axis=1).astype(np.float32)
+    return {"images": np.stack(cameras, axis=1), "actions": actions.astype(np.float32), "ee_pose": ee_pose}
 
 
 def official_episodes(root: str | os.PathLike) -> list[Path]:
