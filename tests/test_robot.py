@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from einops import rearrange
 
 from datasets.robot.datamodule import RobotSwapDataModule, pack_tokens, unpack_tokens
 from datasets.robot.env import HALF, REST_Z, SLOTS, Placement, SwapTableEnv
@@ -178,6 +179,28 @@ def test_corruptions_change_only_what_the_policy_sees() -> None:
     assert 0.05 < np.abs(seen["noise"] - true).mean() < 0.15
     np.testing.assert_array_equal(seen["distractor"][0, :7], true[0, :7])  # gripper and object 1 as they are
     np.testing.assert_allclose(seen["distractor"][0, 7:], [*SLOTS[2], REST_Z])  # object 2 reported in slot C
+
+
+def test_the_image_distractor_is_an_object_2_look_alike_in_the_empty_slot() -> None:
+    from experiments.evaluation.robot import RobotSwapEvaluator
+
+    env = SwapTableEnv(image_size=32)
+    env.reset(placement(0, np.random.default_rng(0)))  # arrangement (1, 2, -): C is empty
+    plain = env.render()
+    state = env.state().copy()
+    shown = env.render_with_distractor(2)
+    np.testing.assert_array_equal(env.render(), plain)  # removed again: the scene renders as before
+    np.testing.assert_array_equal(env.state(), state)  # and the physics never saw it
+    front_plain, front_shown = plain[0].astype(int), shown[0].astype(int)
+    changed = np.abs(front_shown - front_plain).sum(-1) > 30  # (H, W) pixels the look-alike covers
+    assert changed.sum() > 4 and changed[:, 22:].sum() > 0.8 * changed.sum()  # on the right: slot C
+    yellow = front_shown[changed].mean(0)
+    assert yellow[0] > 150 and yellow[1] > 120 and yellow[2] < 100  # obj2's yellow, not the table or a slot
+    frames = np.stack([plain])  # what the policy receives: (n, 6, S, S) in [0, 1]
+    seen = RobotSwapEvaluator(num_episodes=2, corruption="distractor").corrupt(
+        rearrange(frames, "n c h w rgb -> n (c rgb) h w").astype(np.float32) / 255.0, [env], np.random.default_rng(0)
+    )
+    np.testing.assert_allclose(seen[0], rearrange(shown, "c h w rgb -> (c rgb) h w") / 255.0, atol=1e-6)
 
 
 def test_flagged_tokens_enter_the_latent_as_noisy_observations() -> None:

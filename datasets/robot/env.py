@@ -13,6 +13,8 @@ steps of 0.01 s.
 Observations: ``state()`` ``(10,)`` = gripper position, grip, ``obj1`` position, ``obj2`` position (the low-dimensional
 variant); ``render()`` ``(2, H, W, 3)`` uint8 = a front camera over the three slots and a camera on the gripper
 looking down, rendered headless (``MUJOCO_GL=egl`` by default) without shadows into a small offscreen buffer.
+``render_with_distractor(slot)`` shows a look-alike of ``obj2`` in a slot (a second mocap body, hidden under the
+table otherwise, that nothing collides with).
 
 Every object is placed with its own random offset inside its slot, and the expert puts it down with that same
 offset, so no single frame tells which objects have already moved (``datasets/robot/task.py``).
@@ -36,6 +38,7 @@ MAX_STEP = 0.04
 SUBSTEPS = 5
 HOME = np.array([0.0, -0.1, 0.2])
 OFFSET = 0.02  # objects sit within ±OFFSET of their slot's centre
+HIDDEN_Z = -0.5  # the distractor's place when absent: under the table, which hides it from both cameras
 STATE_DIM = 10
 ACTION_DIM = 4
 
@@ -66,6 +69,10 @@ def scene_xml(size: int) -> str:
       <camera name="wrist" pos="0 -0.05 0.09" xyaxes="1 0 0 0 0.94 0.34" fovy="75"/>
     </body>
     <camera name="front" pos="0 -0.42 0.36" xyaxes="1 0 0 0 0.65 0.76" fovy="50"/>
+    <body name="distractor" mocap="true" pos="0 0 {HIDDEN_Z}">
+      <geom name="distractor_geom" type="box" size="{HALF} {HALF} {HALF}" rgba="0.95 0.8 0.1 1"
+            contype="0" conaffinity="0"/>
+    </body>
   </worldbody>
   <equality>
     <weld name="hold_obj1" body1="hand" body2="obj1" active="false" solref="0.01 1"/>
@@ -97,7 +104,10 @@ class SwapTableEnv:
         self._bodies = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, f"obj{i}") for i in (1, 2)]
         self._hand = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "hand")
         self._welds = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_EQUALITY, f"hold_obj{i}") for i in (1, 2)]
+        distractor = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "distractor")
+        self._distractor = int(self.model.body_mocapid[distractor])
         self._renderer = None
+        self._scratch = None  # a copy of the data for renders the simulation must not see (the distractor)
         self.grip = 0.0
         self.held: int | None = None
 
@@ -185,15 +195,27 @@ class SwapTableEnv:
         return tuple(slots)  # type: ignore[return-value]
 
     # -- images --------------------------------------------------------------------------------------------------
-    def render(self) -> np.ndarray:
-        """``(2, H, W, 3)`` uint8: the front camera and the wrist camera."""
+    def render(self, data=None) -> np.ndarray:
+        """``(2, H, W, 3)`` uint8: the front camera and the wrist camera (of ``data``, by default the simulation's)."""
         if self._renderer is None:
             self._renderer = self._mj.Renderer(self.model, self.image_size, self.image_size)
         views = []
         for camera in ("front", "wrist"):
-            self._renderer.update_scene(self.data, camera)
+            self._renderer.update_scene(self.data if data is None else data, camera)
             views.append(self._renderer.render().copy())
         return np.stack(views)
+
+    def render_with_distractor(self, slot: int) -> np.ndarray:
+        """:meth:`render` with a look-alike of ``obj2`` (its size and colour, no collision) resting in ``slot``: the
+        visual distractor of the corruption tests (paper §4.4). It is rendered from a copy of the simulation's data,
+        which never sees it."""
+        mj = self._mj
+        if self._scratch is None:
+            self._scratch = mj.MjData(self.model)
+        mj.mj_copyData(self._scratch, self.model, self.data)  # a copy: the simulation's own data stay as they are
+        self._scratch.mocap_pos[self._distractor] = [*SLOTS[slot], REST_Z]
+        mj.mj_kinematics(self.model, self._scratch)
+        return self.render(self._scratch)
 
     def close(self) -> None:
         if self._renderer is not None:

@@ -20,8 +20,8 @@ to the latent as a clean token. Modes:
 Corruption (``corruption``) replaces the observation the policy receives, for the tokens ``corrupt_tokens = [first,
 last)`` (by default the steps around the first decision that needs memory), before it enters the latent or the
 observation history: ``occlusion`` (all zeros, a blacked-out camera), ``noise`` (``N(0, noise_std²)`` added to every
-number) or ``distractor`` (object 2 reported in the empty slot, a look-alike placed there). The environment itself is
-untouched.
+number) or ``distractor`` (a look-alike of object 2 in the empty slot: rendered into both cameras for image tokens,
+reported as object 2's position for state tokens). The environment's physics is untouched.
 
 Metrics per mode: ``success_rate`` with its 95 % Wilson interval (``success_low``, ``success_high``), the same per
 configuration (``config0/…``, ``config1/…``), ``time_to_complete`` (first step at the goal, over successes) and the
@@ -132,8 +132,8 @@ class RobotSwapEvaluator(DomainEvaluator):
             raise ValueError("the swap-table policy uses one chunk per token: set algorithm.frame_stack=1")
         images = len(module.frame_shape) == 3
         history, flagged = mode == "obs_history", mode == "memory_flagged"
-        if images and (history or self.corruption == "distractor"):
-            raise ValueError("evaluator.modes=[obs_history] and evaluator.corruption=distractor need state tokens")
+        if images and history:
+            raise ValueError("evaluator.modes=[obs_history] needs state tokens (robot_swap_state_cpu_dp)")
         n, device, size = self.num_episodes, module.device, module.frame_shape[-1]
         envs = [SwapTableEnv(image_size=size if images else 32) for _ in range(n)]
         configs = [i % 2 for i in range(n)]
@@ -216,7 +216,8 @@ class RobotSwapEvaluator(DomainEvaluator):
 
     def corrupt(self, seen: np.ndarray, envs: list[SwapTableEnv], rng: np.random.Generator) -> np.ndarray:
         """The observations the policy receives under ``corruption``: states ``(n, 10)`` or camera frames
-        ``(n, 6, S, S)`` in [0, 1] (black frames for occlusion, clipped pixel noise); the environment is untouched."""
+        ``(n, 6, S, S)`` in [0, 1] (black frames for occlusion, clipped pixel noise, a rendered look-alike of object 2
+        in the empty slot for the distractor); the environment's physics is untouched."""
         seen = seen.copy()
         if self.corruption == "occlusion":
             seen[:] = 0.0
@@ -227,7 +228,12 @@ class RobotSwapEvaluator(DomainEvaluator):
         elif self.corruption == "distractor":
             for i, env in enumerate(envs):
                 empty = [j for j, v in enumerate(env.arrangement()) if v is None]
-                if empty:  # a look-alike of object 2 in an empty slot, reported in its place
+                if not empty:
+                    continue
+                if seen.ndim == 4:  # the cameras see a look-alike of object 2 in the empty slot, beside the real one
+                    views = env.render_with_distractor(empty[-1])
+                    seen[i] = rearrange(views, "c h w rgb -> (c rgb) h w").astype(np.float32) / 255.0
+                else:  # the state reports object 2 at the look-alike's place
                     seen[i, 7:10] = [*SLOTS[empty[-1]], REST_Z]
         return seen
 
