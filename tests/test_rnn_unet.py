@@ -150,6 +150,23 @@ def test_bad_config_raises(overrides: dict, keys: tuple[str, ...]) -> None:
         assert key in str(info.value)
 
 
+def test_an_image_latent_is_encoded_from_observation_images_of_its_size() -> None:
+    """``initial_state=encoder`` with an image latent: z_0 (B, C_z, H, W) from frames (B, C_obs, H, W), trainable."""
+    model = tiny(initial_state="encoder", obs_dim=12 * SIZE * SIZE)
+    obs = torch.rand(3, 12, SIZE, SIZE)
+    z0 = model.init_state(3, obs)
+    assert z0.shape == (3, Z_CHANNELS, SIZE, SIZE)
+    torch.testing.assert_close(model.init_state(3, obs.flatten(1)), z0)  # flat or shaped, the same frames
+    other = obs.clone()
+    other[1] = torch.rand(12, SIZE, SIZE)
+    changed = (model.init_state(3, other) - z0).flatten(1).abs().sum(1)
+    assert changed[1] > 0 and changed[0] == 0 and changed[2] == 0  # each z_0 sees its own frames only
+    z0.sum().backward()
+    assert all(p.grad is not None for p in model.initial_state.encoder.parameters())
+    with pytest.raises(ValueError, match="obs_dim"):
+        tiny(initial_state="encoder", obs_dim=12 * SIZE * SIZE + 1)
+
+
 def test_parameter_count_dmlab_like() -> None:
     model = RecurrentUNet(token_shape=(12, 64, 64), z_channels=16, network_size=48, num_gru_layers=0)
     count = sum(p.numel() for p in model.parameters())

@@ -181,6 +181,42 @@ def test_corruptions_change_only_what_the_policy_sees() -> None:
     np.testing.assert_allclose(seen["distractor"][0, 7:], [*SLOTS[2], REST_Z])  # object 2 reported in slot C
 
 
+def test_image_chunk_policy_items_and_their_random_shift(tmp_path: Path) -> None:
+    import torch
+
+    from datasets.robot.datamodule import CroppedObservations, random_shift
+
+    kwargs = dict(data_dir=str(tmp_path), num_train=2, num_test=1, episode_steps=160, chunk=8, observation="image")
+    episodes = RobotSwapDataModule(**kwargs)
+    episodes.setup("fit")
+    dp = RobotSwapDataModule(**kwargs, layout="chunk_policy", crop_pad=2)
+    assert dp.model_kwargs() == {"frame_shape": [4, 32, 32], "cond_dim": 0, "obs_dim": 12 * 32 * 32}
+    dp.setup("fit")
+    tokens = episodes.train_set.tensors["x"]  # (2, 1 + 20, 10, 32, 32): [cameras, planes]
+    items = dp.train_set.tensors
+    assert items["x"].shape == (40, 1, 4, 32, 32) and items["first_obs"].shape == (40, 12, 32, 32)
+    for e in range(2):
+        for k in (0, 1, 7, 19):
+            i = 20 * e + k
+            torch.testing.assert_close(items["x"][i, 0], tokens[e, k + 1, 6:])  # the chunk after o_{kH}
+            torch.testing.assert_close(items["first_obs"][i, 6:], tokens[e, k, :6])  # o_{kH}
+            torch.testing.assert_close(items["first_obs"][i, :6], tokens[e, max(k - 1, 0), :6])  # o_{(k-1)H}
+    assert isinstance(dp.train_set, CroppedObservations) and not isinstance(dp.val_set, CroppedObservations)
+    batch, again = dp.train_set.get_batch(torch.tensor([0, 5])), dp.train_set.get_batch(torch.tensor([0, 5]))
+    torch.testing.assert_close(batch["first_obs"], again["first_obs"])  # a function of the batch: resumable
+    torch.testing.assert_close(batch["x"], items["x"][[0, 5]])  # the actions are never shifted
+    # the shift itself: every output is a crop of the edge-padded frame at one offset within ±pad
+    frames = torch.rand(6, 3, 8, 8)
+    shifted = random_shift(frames, 2, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(frames, (2, 2, 2, 2), mode="replicate")
+    for i in range(6):
+        crops = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(shifted[i], c) for c in crops)
+    assert not torch.equal(shifted, frames)  # at least one item moved
+    mean, std = dp.normalization_stats()
+    assert len(mean) == 4 and all(s > 0 for s in std)
+
+
 def test_the_image_distractor_is_an_object_2_look_alike_in_the_empty_slot() -> None:
     from experiments.evaluation.robot import RobotSwapEvaluator
 

@@ -48,7 +48,10 @@ class Normalizer(nn.Module):
         return x * self._view(self.std, x) + self._view(self.mean, x)
 
     def normalize_obs(self, obs: Tensor) -> Tensor:
-        """Normalise a first observation ``(B, obs_dim)`` with the leading ``obs_dim`` statistics."""
+        """Normalise a first observation ``(B, obs_dim)`` with the leading ``obs_dim`` statistics. Observation
+        images ``(B, C, H, W)`` in [0, 1] go to [−1, 1], as camera channels of image tokens do."""
+        if obs.ndim == 4:
+            return (obs - 0.5) / 0.5
         n = obs.shape[-1]
         if n > self.mean.numel():
             raise ValueError(f"first observation has {n} entries but frames have only {self.mean.numel()} channels")

@@ -15,7 +15,10 @@ the memory starts).
 
 ``layout=chunk_policy`` gives the items of the Diffusion-Policy-like baseline instead: one token per item, the
 action chunk ``[a_{kH} … a_{kH+H−1}]`` alone, conditioned on the last two observations ``[o_{(k−1)H}, o_{kH}]``
-(``cond``, raw units; ``o_0`` twice for k = 0) and on nothing else: no latent memory.
+(``o_0`` twice for k = 0) and on nothing else: no latent memory. State observations are the token's ``cond`` (raw
+units); camera frames are ``first_obs`` ``(12, S, S)``, from which a conv encoder makes z_0 (the token is then the
+chunk's 4 action planes), and training shifts them by up to ``crop_pad`` pixels (Diffusion Policy's random-crop
+augmentation, which its authors call essential).
 
 The constructor opens no file: ``prepare_data`` generates the demonstrations into
 ``<data_dir>/n<train>-<test>_T<steps>_<observation>_seed<seed>/{train,test}/`` on first use (resumable).
@@ -88,6 +91,31 @@ def pack_image_tokens(images: np.ndarray, final_images: np.ndarray, actions: np.
     return np.concatenate([frames, planes], axis=1).astype(np.float32)
 
 
+def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random-crop augmentation (Diffusion Policy's): each item of ``frames (B, C, S, S)`` is edge-padded by ``pad``
+    pixels and cropped back to S × S at a random offset, the same for all its channels."""
+    b, _, size, _ = frames.shape
+    padded = torch.nn.functional.pad(frames, (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+class CroppedObservations(TensorDictDataset):
+    """Training items whose observation frames (``first_obs``) are randomly shifted by up to ``pad`` pixels; the
+    draw is a function of the batch's indices and the seed, so a resumed run sees the same batches."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], pad: int, seed: int) -> None:
+        super().__init__(tensors)
+        self.pad, self.seed = pad, seed
+
+    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = super().get_batch(indices)
+        if self.pad:
+            key = int((indices.long() * torch.arange(1, len(indices) + 1)).sum()) + 7919 * self.seed
+            batch["first_obs"] = random_shift(batch["first_obs"], self.pad, torch.Generator().manual_seed(key))
+        return batch
+
+
 class RobotSwapDataModule(SequenceDataModule):
     """Whole-episode token sequences of the swap table; ``frame_shape = (10 + 4·chunk,)``, ``obs_dim = 10``.
 
@@ -106,6 +134,7 @@ class RobotSwapDataModule(SequenceDataModule):
         observation: str = "state",
         image_size: int = 32,
         layout: str = "episode",
+        crop_pad: int = 2,
         generation_seed: int = 0,
         **loader: Any,
     ) -> None:
@@ -126,10 +155,12 @@ class RobotSwapDataModule(SequenceDataModule):
         tag = observation if observation == "state" else f"image{image_size}"
         name = f"n{num_train}-{num_test}_T{episode_steps}_{tag}_seed{generation_seed}"
         self.root = resolve_path(data_dir) / name
-        if observation == "image" and layout != "episode":
-            raise ValueError("dataset.layout=chunk_policy is for dataset.observation=state")
-        self.layout, self.image_size = layout, image_size
-        if observation == "image":  # [two RGB cameras, 4 action planes], z_0 learned, o_0 as a context token
+        if crop_pad < 0:
+            raise ValueError(f"dataset.crop_pad must be >= 0, got {crop_pad}")
+        self.layout, self.image_size, self.crop_pad = layout, image_size, crop_pad
+        if observation == "image" and layout == "chunk_policy":  # action planes from z_0 = encoder(2 frames)
+            self.frame_shape, self.obs_dim = (ACTION_DIM, image_size, image_size), 2 * 6 * image_size**2
+        elif observation == "image":  # [two RGB cameras, 4 action planes], z_0 learned, o_0 as a context token
             self.frame_shape, self.obs_dim = (6 + ACTION_DIM, image_size, image_size), 0
         elif layout == "episode":
             self.frame_shape = (STATE_DIM + ACTION_DIM * chunk,)
@@ -164,6 +195,16 @@ class RobotSwapDataModule(SequenceDataModule):
                 first.append(ep["state"][0])
                 config.append(int(ep["configuration"]))
         x = torch.from_numpy(np.stack(tokens))  # (N, K, 10 + 4H) or (N, 1 + K, 10, S, S)
+        if self.observation == "image" and self.layout == "chunk_policy":
+            cams = x[:, :-1, :6]  # o_{kH}: the cameras of token k (token 0: o_0)
+            before = torch.cat([cams[:, :1], cams[:, :-1]], dim=1)  # o_{(k-1)H}, o_0 for k = 0
+            items = {
+                "x": x[:, 1:, 6:].flatten(0, 1)[:, None],  # (N·K, 1, 4, S, S): the chunk after o_{kH}
+                "first_obs": torch.cat([before, cams], dim=2).flatten(0, 1),  # (N·K, 12, S, S)
+            }
+            return (
+                CroppedObservations(items, self.crop_pad, self.seed) if split == "train" else TensorDictDataset(items)
+            )
         if self.observation == "image":
             return TensorDictDataset({"x": x, "configuration": torch.tensor(config)})
         first_obs = torch.from_numpy(np.stack(first).astype(np.float32))
@@ -184,6 +225,10 @@ class RobotSwapDataModule(SequenceDataModule):
         self.train_set = self._load("train", self.num_train)
         self.val_set = self._load("test", self.num_test)
         x = self.train_set.tensors["x"]
+        if self.observation == "image" and self.layout == "chunk_policy":  # action planes only
+            planes = x[:, 0].transpose(0, 1).flatten(1).double()
+            self._stats = (planes.mean(1).tolist(), planes.std(1).clamp_min(1e-3).tolist())
+            return
         if self.observation == "image":  # cameras [0, 1] → [−1, 1]; action planes standardised per dimension
             planes = x[:, 1:, 6:].transpose(0, 2).flatten(1).double()  # real chunks only (not the context's zeros)
             mean, std = [0.5] * 6 + planes.mean(1).tolist(), [0.5] * 6 + planes.std(1).clamp_min(1e-3).tolist()

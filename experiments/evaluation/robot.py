@@ -15,7 +15,8 @@ to the latent as a clean token. Modes:
   differs from the one the model itself predicted for it by more than ``surprise_threshold`` (mean squared
   difference in normalised units), otherwise as clean: the model's own surprise decides;
 * ``obs_history``: the Diffusion-Policy-like baseline (a model trained with ``dataset.layout=chunk_policy``): the
-  action chunk is sampled from the initial latent, conditioned on the last two observations only.
+  action chunk is sampled from the initial latent, conditioned on the last two observations only (states as the
+  token's condition; camera frames through the encoder of z_0).
 
 Corruption (``corruption``) replaces the observation the policy receives, for the tokens ``corrupt_tokens = [first,
 last)`` (by default the steps around the first decision that needs memory), before it enters the latent or the
@@ -41,7 +42,7 @@ import torch
 from einops import rearrange
 
 from datasets.robot.datamodule import action_planes, planes_to_actions, unpack_tokens
-from datasets.robot.env import REST_Z, SLOT_NAMES, SLOTS, SwapTableEnv
+from datasets.robot.env import ACTION_DIM, REST_Z, SLOT_NAMES, SLOTS, SwapTableEnv
 from datasets.robot.generate import placement
 from datasets.robot.task import GOAL, START, Move, plan
 
@@ -132,8 +133,6 @@ class RobotSwapEvaluator(DomainEvaluator):
             raise ValueError("the swap-table policy uses one chunk per token: set algorithm.frame_stack=1")
         images = len(module.frame_shape) == 3
         history, flagged = mode == "obs_history", mode == "memory_flagged"
-        if images and history:
-            raise ValueError("evaluator.modes=[obs_history] needs state tokens (robot_swap_state_cpu_dp)")
         n, device, size = self.num_episodes, module.device, module.frame_shape[-1]
         envs = [SwapTableEnv(image_size=size if images else 32) for _ in range(n)]
         configs = [i % 2 for i in range(n)]
@@ -161,7 +160,10 @@ class RobotSwapEvaluator(DomainEvaluator):
 
         seen = observe()
         previous = seen
-        z = module.initial_latent(n, None) if history else fresh_latent(seen)
+        if history:  # a fresh latent at every replan (below); state tokens start from the learned z_0
+            z = None if images else module.initial_latent(n, None)
+        else:
+            z = fresh_latent(seen)
         arrangements = [[env.arrangement()] for env in envs]
         reached = [None] * n
         frames = [[] for _ in range(record)]
@@ -169,14 +171,16 @@ class RobotSwapEvaluator(DomainEvaluator):
         for k in range(self.episode_steps // self.chunk):
             if mode == "memoryless":
                 z = fresh_latent(seen)
-            cond = (
-                torch.as_tensor(np.concatenate([previous, seen], axis=-1), device=device)[:, None] if history else None
-            )
+            cond = None
+            if history and images:  # z_0 encoded from the last two camera frames (n, 12, S, S)
+                z = module.initial_latent(n, torch.as_tensor(np.concatenate([previous, seen], axis=1), device=device))
+            elif history:
+                cond = torch.as_tensor(np.concatenate([previous, seen], axis=-1), device=device)[:, None]
             with torch.autocast(device_type=device.type, enabled=False):
                 tokens, _ = sampler.denoise_chunk(cell, z, 1 if history else self.plan_tokens, cond, None, generator)
             plan = module.tokens_to_frames(tokens[:, :1])[:, 0].cpu().numpy()  # data units
-            if images:
-                actions = planes_to_actions(plan[:, 6:], self.chunk)
+            if images:  # the token's last 4 channels are the action planes (after the cameras, or alone)
+                actions = planes_to_actions(plan[:, -ACTION_DIM:], self.chunk)
             elif history:
                 actions = plan.reshape(n, self.chunk, -1)
             else:
@@ -291,7 +295,8 @@ class RobotSwapEvaluator(DomainEvaluator):
                 path = ctx.media(f"robot_{ctx.stage}_{mode}.gif")
                 self.write_gif(path, result)
                 ctx.log_video(f"{ctx.stage}/robot_{mode}", path)
-        if len(module.frame_shape) == 3 and self.dream_videos > 0:
+        cameras = len(module.frame_shape) == 3 and module.frame_shape[0] == 6 + ACTION_DIM  # not the DP-like tokens
+        if cameras and self.dream_videos > 0:
             path = ctx.media(f"robot_{ctx.stage}_dream.gif")
             self.dream(module, path)
             ctx.log_video(f"{ctx.stage}/robot_dream", path)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -56,7 +57,8 @@ def observation_encoder(obs_dim: int, widths: Sequence[int], out_dim: int) -> nn
 
 
 class InitialState(nn.Module):
-    """z_0: a learnable tensor (N(0, 1) init), zeros, or an MLP encoder of the first observation."""
+    """z_0: a learnable tensor (N(0, 1) init), zeros, or an encoder of the first observation: an MLP for vector
+    latents, a two-layer conv net of observation images ``(B, C_obs, H, W)`` at the latent's size for image latents."""
 
     def __init__(
         self,
@@ -79,9 +81,21 @@ class InitialState(nn.Module):
                         "algorithm.backbone.initial_state=encoder needs algorithm.backbone.obs_dim (the first "
                         "observation's size)"
                     )
-                if len(self.z_shape) != 1:
-                    raise ValueError("algorithm.backbone.initial_state=encoder is only available for vector latents")
-                self.encoder = observation_encoder(obs_dim, encoder_widths, self.z_shape[0])
+                if len(self.z_shape) == 1:
+                    self.encoder = observation_encoder(obs_dim, encoder_widths, self.z_shape[0])
+                else:  # image latents (C, H, W): a small conv net of observation images at the latent's size
+                    pixels = int(np.prod(self.z_shape[1:]))
+                    if obs_dim % pixels:
+                        raise ValueError(
+                            f"an image latent {self.z_shape} is encoded from observation images of its size: "
+                            f"algorithm.backbone.obs_dim={obs_dim} is not a multiple of {pixels} pixels"
+                        )
+                    self.obs_channels = obs_dim // pixels
+                    width = encoder_widths[0]
+                    self.encoder = nn.Sequential(
+                        nn.Conv2d(self.obs_channels, width, 3, padding=1), nn.ELU(),
+                        nn.Conv2d(width, self.z_shape[0], 3, padding=1),
+                    )  # fmt: skip
             case _:
                 raise ValueError(
                     f"Unknown initial state {kind!r} (key algorithm.backbone.initial_state); choose one of "
@@ -96,7 +110,9 @@ class InitialState(nn.Module):
         if self.kind == "encoder":
             if first_obs is None:
                 raise ValueError("this model encodes z_0 from the first observation: pass `first_obs` (B, obs_dim)")
-            return self.encoder(first_obs.reshape(first_obs.shape[0], -1))
+            if len(self.z_shape) == 1:
+                return self.encoder(first_obs.reshape(first_obs.shape[0], -1))
+            return self.encoder(first_obs.reshape(first_obs.shape[0], self.obs_channels, *self.z_shape[1:]))
         return self.z0.unsqueeze(0).expand(batch_size, *self.z_shape)
 
 
