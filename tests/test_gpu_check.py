@@ -85,9 +85,16 @@ def test_unknown_preset_is_refused_with_the_list(capsys) -> None:
     assert "maze2d_umaze" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_tiny_cpu_check_of_every_paper_preset(tmp_path: Path) -> None:
-    code, report = run_check(tmp_path, list(gpu_check.PAPER_PRESETS), "--precisions", "bf16-mixed")
-    failures = {p["preset"]: [r.get("failure") for r in p["runs"]] + [p["sampling"].get("failure")]
-                for p in report["presets"] if not p["ok"]}  # fmt: skip
-    assert code == 0, failures
+@pytest.mark.parametrize("tiny", [True, False])
+def test_every_paper_preset_gets_its_model_facts_and_a_batch_without_data(tiny: bool) -> None:
+    """What a GPU machine without datasets needs for each preset: the config, the model's data facts (from the
+    config, or the paper where they come from data) and a synthetic batch of the preset's layout (one item)."""
+    for preset in gpu_check.PAPER_PRESETS:
+        base = gpu_check.compose(preset, [])
+        domain = gpu_check.domain_of(base)
+        cfg = gpu_check.compose(preset, gpu_check.tiny_overrides(base, domain) if tiny else [])
+        datamodule, facts, _ = gpu_check.data_facts(cfg, preset, domain, tiny)
+        batch = gpu_check.synthetic_batch(datamodule, facts, domain, 1)
+        assert tuple(batch["x"].shape[2:]) == tuple(facts["frame_shape"]), preset
+        assert batch["x"].shape[1] % int(cfg.algorithm.frame_stack) == 0, preset
+        assert torch.isfinite(batch["x"]).all(), preset
