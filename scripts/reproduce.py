@@ -3,6 +3,7 @@
     python -m scripts.reproduce maze2d_umaze_cpu [--seeds 0,1,2] [--launcher local|slurm|submitit_local]
     python -m scripts.reproduce maze2d_umaze_cpu --collect     # only rebuild the table from finished runs
     python -m scripts.reproduce --list
+    python -m scripts.reproduce robot_swap_state_cpu --adopt df:0=outputs/my_run ...   # runs finished by hand
 
 A table is data: ``configurations/tables/<table>.yaml`` names its runs (Hydra overrides of ``main.py``) and its
 rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra multirun over the seeds,
@@ -155,6 +156,56 @@ def finished(out: Path, run: str, seed: int) -> bool:
         return False
 
 
+# overrides that change where a run writes or how it logs, never what it computes: ignored when adopting a run
+NEUTRAL_KEYS = ("hydra.", "paths.", "output_dir", "logger", "trainer.enable_progress_bar", "cluster", "launcher")
+
+
+def essential(overrides: list[str]) -> tuple[list[str], int]:
+    """``(sorted overrides that change the result, seed)`` of a main.py command line (seed 0 when not given)."""
+    kept, seed = [], 0
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "seed":
+            seed = int(o.split("=", 1)[1])
+        elif not key.startswith(NEUTRAL_KEYS) and o not in ("-m", "--multirun") and not o.endswith(".py"):
+            kept.append(o)
+    return sorted(kept), seed
+
+
+def adopt(table: Table, out: Path, spec: str, extra: list[str]) -> tuple[str, int]:
+    """Take a run finished by hand, ``RUN:SEED=DIR``, into the table: allowed when its command line (``run_info.json``)
+    is the table run's overrides and that seed, up to options that only move outputs or logs; linked as
+    ``<out>/<run>/seed_<seed>``. Returns ``(run, seed)``."""
+    try:
+        head, folder = spec.split("=", 1)
+        run, seed_text = head.split(":", 1)
+        seed = int(seed_text)
+    except ValueError:
+        raise TableError(f"--adopt {spec!r}: write RUN:SEED=DIR, e.g. df:0=outputs/my_run") from None
+    if run not in table.runs:
+        raise TableError(f"--adopt {spec!r}: {run!r} is not a run of table {table.name} ({sorted(table.runs)})")
+    source = Path(folder).expanduser().resolve()
+    info = _read_json(source / "run_info.json", f"adopted run {source}")
+    _read_json(source / "metrics.json", f"adopted run {source}")
+    if "wall_time_s" not in info:
+        raise TableError(f"--adopt {spec!r}: {source} did not finish (run_info.json has no wall_time_s)")
+    got, got_seed = essential(list(info.get("argv", [])))
+    want, _ = essential([*table.runs[run], *extra])
+    if got != want or got_seed != seed:
+        raise TableError(
+            f"--adopt {spec!r}: {source} ran {got} with seed {got_seed}, but run {run!r} of table {table.name} is "
+            f"{want} with seed {seed}; only a run of the same command can stand in for it"
+        )
+    target = run_dir(out, run, seed)
+    if target.is_symlink() and target.resolve() == source:
+        return run, seed
+    if target.exists() or target.is_symlink():
+        raise TableError(f"--adopt {spec!r}: {target} exists already; remove it to adopt another run")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source, target_is_directory=True)
+    return run, seed
+
+
 def collect(
     table: Table, seeds: list[int], out: Path, commands: dict[str, str], reproduce_cmd: str = ""
 ) -> tuple[str, dict[str, Any]]:
@@ -201,6 +252,20 @@ def collect(
             f"| {row.label} | {' | '.join(fmt(v) for v in values)} | {fmt(stats['mean'])} ± {fmt(stats['std'])} | "
             f"{ci} | {succ} | {wall_s} | `{commands[row.run]}` |"
         )
+    adopted = []
+    for run in table.runs:
+        for seed in seeds:
+            d = run_dir(out, run, seed)
+            if d.is_symlink():
+                info = _read_json(d / "run_info.json", f"run {run} seed {seed}")
+                sha = str(info.get("git_sha", "unknown"))[:7] + (
+                    ", uncommitted changes" if info.get("git_dirty") else ""
+                )
+                adopted.append(f"run {run}, seed {seed}: adopted from {d.resolve()} (commit {sha})")
+    raw["adopted"] = adopted
+    if adopted:
+        lines += ["", "Runs finished earlier by the same command, taken into this table (`--adopt`):", ""]
+        lines += [f"- {a}" for a in adopted]
     if table.notes:
         lines += ["", table.notes.strip()]
     return "\n".join(lines) + "\n", raw
@@ -215,6 +280,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--override", action="append", default=[], help="an extra main.py override for every run")
     parser.add_argument("--collect", action="store_true", help="do not run; build the table from finished runs")
     parser.add_argument("--list", action="store_true", help="list the tables")
+    parser.add_argument(
+        "--adopt", action="append", default=[], metavar="RUN:SEED=DIR",
+        help="take a run finished earlier by the same command (its run_info.json argv) into the table",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.list or not args.table:
         listing = "\n".join(available_tables())
@@ -224,6 +293,8 @@ def main(argv: list[str] | None = None) -> str:
         table = load_table(args.table)
         seeds = table.seeds if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
         out = Path(args.out or PROJECT_ROOT / "outputs" / "reproduce" / table.name).resolve()
+        for spec in args.adopt:
+            adopt(table, out, spec, args.override)
         commands = {}
         for run in table.runs:
             cmd = multirun_command(table, run, seeds, out, args.launcher, args.override)

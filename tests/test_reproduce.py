@@ -37,6 +37,42 @@ def test_debug_table_over_two_seeds(tmp_path: Path) -> None:
     assert (out / "debug" / "seed_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
 
 
+def finished_run(folder: Path, argv: list[str], loss: float) -> Path:
+    """A run folder as ``experiments.run`` leaves it: metrics and the run info with its command line."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"val/loss": loss, "train/loss": 2 * loss}))
+    info = {"argv": argv, "git_sha": "0123456789abcdef", "git_dirty": False, "wall_time_s": 60.0}
+    (folder / "run_info.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_runs_finished_by_hand_with_the_same_command_can_be_adopted(tmp_path: Path) -> None:
+    out = tmp_path / "table"
+    same = ["main.py", "experiment=debug", "trainer.enable_progress_bar=false", "seed=1", "logger=csv",
+            "hydra.run.dir=/somewhere", "paths.data_cache=/cache"]  # fmt: skip
+    runs = [finished_run(tmp_path / "a", ["main.py", "experiment=debug", "trainer.enable_progress_bar=false"], 0.5),
+            finished_run(tmp_path / "b", same, 0.7)]  # fmt: skip
+    args = ["debug", "--seeds", "0,1", "--out", str(out), "--collect"]
+    markdown = reproduce.main([*args, "--adopt", f"debug:0={runs[0]}", "--adopt", f"debug:1={runs[1]}"])
+    row = next(line for line in markdown.splitlines() if line.startswith("| validation loss |"))
+    assert [c.strip() for c in row.strip("|").split("|")][1:3] == ["0.5", "0.7"]
+    assert f"run debug, seed 1: adopted from {runs[1]} (commit 0123456)" in markdown
+    assert (out / "debug" / "seed_1").resolve() == runs[1]
+    assert reproduce.main(args) == markdown  # adopted once, collected from then on
+    # another command cannot stand in: a changed setting, or another seed
+    other = finished_run(tmp_path / "c", ["main.py", "experiment=debug", "trainer.max_steps=5"], 0.1)
+    table = reproduce.load_table("debug")
+    with pytest.raises(reproduce.TableError, match="only a run of the same command"):
+        reproduce.adopt(table, tmp_path / "t2", f"debug:0={other}", [])
+    with pytest.raises(reproduce.TableError, match="only a run of the same command"):
+        reproduce.adopt(table, tmp_path / "t2", f"debug:0={runs[1]}", [])  # that run is seed 1
+    with pytest.raises(reproduce.TableError, match="RUN:SEED=DIR"):
+        reproduce.adopt(table, tmp_path / "t2", "debug=somewhere", [])
+    twin = finished_run(tmp_path / "d", ["main.py", "experiment=debug"], 0.6)  # seed 0 is taken by run a
+    with pytest.raises(reproduce.TableError, match="exists already"):
+        reproduce.adopt(table, out, f"debug:0={twin}", [])
+
+
 def test_summary_statistics_against_their_definitions() -> None:
     stats = reproduce.summarise([1.0, 2.0, 6.0])
     assert stats["mean"] == pytest.approx(3.0)
