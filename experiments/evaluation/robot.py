@@ -11,6 +11,10 @@ to the latent as a clean token. Modes:
   baseline that cannot know which configuration it is in once the first object has moved;
 * ``memory_flagged``: as ``memory``, but a token whose observation is known to be corrupted (see below) is committed
   at noise level ``flag_level`` instead of as clean, so the latent leans on its prior (paper §4.4);
+* ``memory_imputed``: as ``memory_flagged``, but a flagged token's observation is replaced by the one the model itself
+  predicted for it (the observation part of the token it sampled, whose actions were executed) and the token is
+  committed as clean: the latent keeps its own belief rather than a corrupted or down-weighted observation. Not in
+  the paper, which commits flagged observations at a noise level; a named alternative to ``memory_flagged``;
 * ``memory_surprise``: no flag is given; a token is committed at ``flag_level`` when the observation it brings
   differs from the one the model itself predicted for it by more than ``surprise_threshold`` (mean squared
   difference in normalised units), otherwise as clean: the model's own surprise decides;
@@ -51,7 +55,7 @@ from .base import DomainEvaluator, EvalContext, flatten
 if TYPE_CHECKING:
     from algorithms.diffusion_forcing.module import DiffusionForcing
 
-MODES = ("memory", "memory_flagged", "memory_surprise", "memoryless", "obs_history")
+MODES = ("memory", "memory_flagged", "memory_surprise", "memoryless", "obs_history", "memory_imputed")
 CORRUPTIONS = ("none", "occlusion", "noise", "distractor")
 
 
@@ -209,6 +213,11 @@ class RobotSwapEvaluator(DomainEvaluator):
                     z = cell.select_state(surprised, z_noisy, z_clean)
                 elif corrupted and flagged:
                     z = self.commit_noisy(sampler, cell, z, real, generator)
+                elif corrupted and mode == "memory_imputed":  # the model's own prediction stands in, as clean
+                    obs = 6 if images else 10
+                    imputed = real.clone()
+                    imputed[:, :obs] = tokens[:, 0, :obs]
+                    z = sampler.commit_tokens(cell, z, imputed[:, None])
                 else:
                     z = sampler.commit_tokens(cell, z, real[:, None])
         finals = [env.arrangement() for env in envs]
