@@ -338,6 +338,31 @@ def test_image_policy_smoke_run_writes_the_dream_video(tmp_path: Path) -> None:
         assert gif.n_frames == 21 and gif.size == (32 * 4, 2 * 32 * 4)  # o_0 and 20 generated tokens, one dream
 
 
+def test_imputed_tokens_never_let_the_corrupted_observation_in(tmp_path: Path) -> None:
+    """``memory_imputed`` commits the model's own predicted observation for a flagged token: the episodes are then the
+    same whatever the corruption was, whereas taking the corrupted observation as clean changes them."""
+    import torch
+
+    from experiments.build import build
+    from experiments.evaluation.robot import RobotSwapEvaluator
+
+    cfg = make_cfg(tmp_path, ["experiment=robot_swap_state_cpu", "debug=smoke", f"paths.data_cache={tmp_path / 'c'}"])
+    dm, module = build(cfg)
+    dm.setup("fit")
+    module.normalizer.set_stats(*dm.normalization_stats())
+    torch.manual_seed(0)
+    for p in module.cell.parameters():  # an untrained but not degenerate policy: actions that depend on the latent
+        p.data.add_(0.05 * torch.randn_like(p))
+    runs = {}
+    for mode in ("memory_imputed", "memory"):
+        for corruption in ("occlusion", "noise"):
+            evaluator = RobotSwapEvaluator(num_episodes=2, corruption=corruption, corrupt_tokens=[1, 4], seed=3)
+            frames = evaluator.rollout(module, mode, record=2)["frames"]  # the gripper's path, seen by the cameras
+            runs[mode, corruption] = np.stack([np.stack(f) for f in frames])
+    np.testing.assert_array_equal(runs["memory_imputed", "occlusion"], runs["memory_imputed", "noise"])
+    assert not np.array_equal(runs["memory", "occlusion"], runs["memory", "noise"])
+
+
 def test_surprise_is_the_observation_part_mismatch() -> None:
     import torch
 
