@@ -42,14 +42,17 @@ ACTION_PADS = ("mean", "zero")
 def episode_tokens(
     frames: np.ndarray, planes: np.ndarray, drop: int, stack: int, n_frames: int, pad: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One item: ``frames (T, C, R, R)`` float in [0, 1] and action ``planes (T, R, R)`` → tokens
-    ``(n_frames, C + S, R, R)`` and ``nonterminal (n_frames,)`` (the module docstring's rules)."""
+    """One item: ``frames (T, C, R, R)`` (uint8, or float in [0, 1]) and action ``planes (T, R, R)`` → tokens
+    ``(n_frames, C + S, R, R)`` float32 and ``nonterminal (n_frames,)`` (the module docstring's rules). Only the
+    frames the tokens keep are converted."""
     frames, planes = frames[drop:-1], planes[drop:-1]
     count = min(len(frames) // stack, n_frames)
     if count < 1:
         raise ValueError(f"an episode of {len(frames) + drop + 1} steps is shorter than dataset.action_stack={stack}")
     size = frames.shape[-1]
     video = frames[: count * stack : stack]  # (count, C, R, R)
+    if video.dtype == np.uint8:
+        video = video.astype(np.float32) / 255.0
     chunks = planes[: (count - 1) * stack].reshape(count - 1, stack, size, size)
     chunks = np.concatenate([pad[None], chunks], axis=0)  # token 0: the pad chunk
     tokens = np.zeros((n_frames, video.shape[1] + stack, size, size), dtype=np.float32)
@@ -77,8 +80,7 @@ class OfficialEpisodes(Dataset):
 
     def _item(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         ep = self.episodes[index // self.stack]
-        frames = ep["frames"].astype(np.float32) / 255.0
-        return episode_tokens(frames, ep["planes"], index % self.stack, self.stack, self.n_frames, self.pad)
+        return episode_tokens(ep["frames"], ep["planes"], index % self.stack, self.stack, self.n_frames, self.pad)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.get_batch(torch.tensor([index])).items()}
@@ -176,8 +178,8 @@ class OfficialRobotDataModule(SequenceDataModule):
         episodes = [self._episode(f) for f in folders]
         pad = self.pad_chunk()
         self.train_set = OfficialEpisodes(episodes[n_val:], self.action_stack, self.n_frames, pad)
-        val = [episode_tokens(e["frames"].astype(np.float32) / 255.0, e["planes"], 0, self.action_stack,
-                              self.n_frames, pad) for e in episodes[:n_val]]  # fmt: skip
+        val = [episode_tokens(e["frames"], e["planes"], 0, self.action_stack, self.n_frames, pad)
+               for e in episodes[:n_val]]  # fmt: skip
         self.val_set = TensorDictDataset({
             "x": torch.from_numpy(np.stack([t for t, _ in val])),
             "nonterminal": torch.from_numpy(np.stack([n for _, n in val])),
