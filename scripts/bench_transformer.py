@@ -7,6 +7,8 @@ On the maze CPU configuration (60 tokens of 60 numbers, batch 256; docs/PERFORMA
 * the cache: token evaluations and wall time of a pyramid and an autoregressive plan (S = 50, batch 32) with the
   key/value cache and with the window recomputed every row (``backbones.recompute.Recomputing``), and the largest
   difference between the two plans;
+* MCG's branches: one branch step with its context (each token's z_{t−1}, or the keys and values it attends to)
+  rebuilt at every call against made once per row, interleaved;
 * long rollouts: seconds per generated token (the median over the 50 tokens before each mark) and resident memory
   at 100, 1,000 and 10,000 tokens of one streamed autoregressive rollout (batch 4, S = 2, window 64).
 """
@@ -128,6 +130,43 @@ def _long_rollout(case: bench.Case, marks: tuple[int, ...] = (100, 1_000, 10_000
     return out
 
 
+def _branch_context_ab(case: bench.Case, rounds: int = 15, live: int = 7) -> dict[str, float]:
+    """One MCG branch (forward + backward) of ``live`` still-noisy tokens after a 10-token run at batch 32, with the
+    branch context rebuilt at every call (``cell.branch``, as before the context existed) and made once per row
+    (``cell.branch_from`` of one ``branch_context``), interleaved; median milliseconds of each."""
+    from algorithms.diffusion_forcing.sampler import RowPredictor, Sampler
+
+    module, _ = bench.build(case)
+    module.eval()
+    cell, n, b = module.sampling_cell, 10, 32
+    z, cond = bench._plan_inputs(module, case, n, b)
+    sampler = Sampler(sampling_steps=50, eta=0.0, scheduling_matrix="pyramid", stabilization_level=10)
+    x = torch.randn(b, n, *cell.token_shape, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([0] * (n - live) + [100 * (i + 1) for i in range(live)])
+    row = RowPredictor(sampler, cell, z, x, levels, 0, n, cond)
+    times: dict[str, list[float]] = {"rebuilt": [], "made_once": []}
+    with torch.enable_grad():
+        x_in = x.clone().requires_grad_(True)
+        _, x0_run, _ = row.predict(x_in)
+        x_live, lv = x0_run[:, row.live], row.levels[row.live].expand(b, -1)
+        c = None if row.cond is None else row.cond[:, row.live]
+        context = cell.branch_context(row.prefix, row.trace, row.live)
+        calls = {
+            "rebuilt": lambda: cell.branch(row.prefix, row.trace, x_live, lv, row.live, c)[0],
+            "made_once": lambda: cell.branch_from(context, x_live, lv, c)[0],
+        }
+        for call in calls.values():  # warm-up
+            torch.autograd.grad(call().sum(), x_in, retain_graph=True)
+        for _ in range(rounds):
+            for name, call in calls.items():
+                t0 = time.perf_counter()
+                torch.autograd.grad(call().sum(), x_in, retain_graph=True)
+                times[name].append(time.perf_counter() - t0)
+    out = {f"{name}_ms": 1e3 * sorted(t)[len(t) // 2] for name, t in times.items()}
+    out["made_once_over_rebuilt"] = out["made_once_ms"] / out["rebuilt_ms"]
+    return out
+
+
 def bench_transformer() -> dict[str, Any]:
     gemm = bench.gemm_throughput(rows=(256,))["batch_256"]
     rnn, xf = maze_cases()
@@ -137,6 +176,8 @@ def bench_transformer() -> dict[str, Any]:
     out["training"]["tokens_per_s_ratio"] = (
         out["training"][xf.name]["train_tokens_per_s"] / out["training"][rnn.name]["train_tokens_per_s"]
     )
+    print("[benchmark] transformer: MCG branch context", flush=True)
+    out["branch_context"] = {case.name: _branch_context_ab(case) for case in (rnn, xf)}
     print("[benchmark] transformer: cache", flush=True)
     out["cache"] = _cache(xf)
     print("[benchmark] transformer: long rollout", flush=True)
@@ -159,6 +200,14 @@ def markdown(result: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} | {r['params_M']:.2f} | {r['train_s_per_step']:.3f} | {r['train_tokens_per_s']:.0f} | "
                 f"{r['model_gflops']:.1f} | {100 * r['fraction_of_gemm_b256']:.0f} % |"
+            )
+    if "branch_context" in result:
+        head = "| MCG branch, 7 live tokens, batch 32 | context rebuilt every call (ms) | made once per row (ms) "
+        head += "| ratio |"
+        lines += ["", head, "|---|---|---|---|"]
+        for name, r in result["branch_context"].items():
+            lines.append(
+                f"| {name} | {r['rebuilt_ms']:.2f} | {r['made_once_ms']:.2f} | {r['made_once_over_rebuilt']:.3f} |"
             )
     lines += [
         "",

@@ -109,3 +109,17 @@ def test_transformer_part_measures_the_cache_and_the_long_rollout(tiny: benchmar
     assert out["autoregressive"]["cached_token_evaluations"] == 6 * (5 + 1)
     rollout = bench_transformer._long_rollout(case, marks=(60, 120))
     assert rollout["120"]["s_per_token"] > 0 and rollout["rss_ratio_last_first"] > 0
+    ab = bench_transformer._branch_context_ab(case, rounds=2)
+    assert ab["rebuilt_ms"] > 0 and ab["made_once_ms"] > 0
+    table = "\n".join(
+        bench_transformer.markdown(
+            {
+                "gemm_gflops_b256": 1.0,
+                "training": {},
+                "branch_context": {"x": ab},
+                "cache": out,
+                "long_rollout": rollout,
+            }
+        )
+    )
+    assert f"| x | {ab['rebuilt_ms']:.2f} | {ab['made_once_ms']:.2f} |" in table
