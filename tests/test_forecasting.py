@@ -58,6 +58,25 @@ def tiny_model(dm: TimeSeriesDataModule, tmp_path: Path, window_shift: str = "no
     return module
 
 
+def test_validation_windows_at_the_end_of_the_training_range(tmp_path: Path) -> None:
+    """``val_placement=end``: the last windows of the training range, rolling by the prediction length, right
+    before the test windows; ``random`` keeps the seeded ends anywhere in it."""
+    values = write_csv(tmp_path / "a.csv")
+    t_train = len(values) - 3 * 6
+    dm = make_dm(tmp_path / "a.csv", num_val_windows=4, val_placement="end")
+    assert [w.end for w in dm.val_windows] == [t_train - 18, t_train - 12, t_train - 6, t_train]
+    for w in dm.val_windows:
+        np.testing.assert_allclose(w.truth, values[w.end - 6 : w.end], rtol=1e-6)
+        assert len(w.history) == w.end - 6
+    assert dm.test_windows[0].end == t_train + 6  # the first test window follows the last validation window
+    random = make_dm(tmp_path / "a.csv", num_val_windows=4)
+    assert [w.end for w in random.val_windows] != [w.end for w in dm.val_windows]
+    with pytest.raises(ValueError, match="dataset.num_val_windows"):
+        make_dm(tmp_path / "a.csv", num_val_windows=t_train // 6, val_placement="end")
+    with pytest.raises(ValueError, match="dataset.val_placement"):
+        make_dm(tmp_path / "a.csv", val_placement="middle")
+
+
 def test_windows_splits_and_train_only_statistics(tmp_path: Path) -> None:
     values = write_csv(tmp_path / "a.csv")
     dm = make_dm(tmp_path / "a.csv")

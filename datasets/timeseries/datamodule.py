@@ -22,6 +22,7 @@ from .csv_table import MISSING_RULES
 from .features import default_lags, num_time_features, time_features
 from .series import MultivariateSeries
 
+VAL_PLACEMENTS = ("random", "end")  # where the validation windows lie in the training range
 SOURCES = ("gluonts", "csv")
 
 
@@ -88,6 +89,7 @@ class TimeSeriesDataModule(SequenceDataModule):
         lags: list[int] | None = None,
         max_target_dim: int | None = None,
         num_val_windows: int | None = None,
+        val_placement: str = "random",
         shared_data: str = "../shared/data",
         cache_dir: str = "data/gluonts",
         date_column: str | None = "date",
@@ -131,6 +133,9 @@ class TimeSeriesDataModule(SequenceDataModule):
             raise ValueError(f"dataset.lags must be positive integers, got {lags}")
         self.max_lag = self.lags[-1]
         self.num_val_windows = num_val_windows or self.num_test_windows
+        if val_placement not in VAL_PLACEMENTS:
+            raise ValueError(f"unknown dataset.val_placement {val_placement!r}; choose one of {VAL_PLACEMENTS}")
+        self.val_placement = val_placement
         self.window_length = self.context_length + self.prediction_length
         self.series: MultivariateSeries | None = None
 
@@ -192,11 +197,20 @@ class TimeSeriesDataModule(SequenceDataModule):
         self.time_feat = time_features(self.series.start, total, self.series.freq)
         train = self.series.train
         self.train_set = WindowDataset(train, self.time_feat, self.window_length, self.max_lag)
-        # validation: seeded random windows of the training range (as many as test windows)
-        rng = np.random.default_rng(self.seed + 7919)
+        # validation windows of the training range (as many as test windows unless set): seeded random ends, or the
+        # last ones, rolling by the prediction length like the test windows that follow them
         low = self.max_lag + self.window_length
-        ends = np.sort(rng.integers(low, train.shape[0] + 1, size=self.num_val_windows))
         p = self.prediction_length
+        if self.val_placement == "end":
+            ends = np.array([train.shape[0] - p * i for i in reversed(range(self.num_val_windows))])
+            if ends[0] < low:
+                raise ValueError(
+                    f"{self.name}: {self.num_val_windows} validation windows at the end of the {train.shape[0]}-step "
+                    f"training range reach before step {low} (max lag + window); lower dataset.num_val_windows"
+                )
+        else:
+            rng = np.random.default_rng(self.seed + 7919)
+            ends = np.sort(rng.integers(low, train.shape[0] + 1, size=self.num_val_windows))
         self.val_windows = [ForecastWindow(train[: e - p], train[e - p : e], int(e)) for e in ends]
         self.test_windows = []
         for target in self.series.test_targets:
