@@ -97,7 +97,11 @@ def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> 
     b, _, size, _ = frames.shape
     padded = torch.nn.functional.pad(frames, (pad, pad, pad, pad), mode="replicate")
     offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
+    steps = torch.arange(size)
+    rows = (offsets[:, 0, None] + steps)[:, :, None]  # (B, S, 1): one gather for the whole batch
+    cols = (offsets[:, 1, None] + steps)[:, None, :]  # (B, 1, S)
+    items = torch.arange(b)[:, None, None]
+    return padded[items, :, rows, cols].permute(0, 3, 1, 2)  # advanced indices first: (B, S, S, C) → (B, C, S, S)
 
 
 class CroppedObservations(TensorDictDataset):

@@ -1,5 +1,5 @@
-"""The authors' real-robot recordings in their own layout (paper §4.4, App. F.3; docs/data.md §4), as the official
-tokens: ``experiment=robot_official dataset.path=<folder of episode folders>``.
+"""The authors' real-robot recordings in their own layout (paper §4.4, App. F.3; docs/experiments.md §4), as the
+official tokens: ``experiment=robot_official dataset.path=<folder of episode folders>``.
 
 Each episode folder holds one ``.mp4`` per camera and one ``.pkl`` (``official.py``). Frames are resized to
 ``resolution``², actions become planes (``official_tokens.py``), and an episode of T steps gives tokens of

@@ -1,4 +1,4 @@
-"""The official robot token format (paper App. F.3; docs/data.md §4): an action as a 4×4 image, and its inverse.
+"""The official robot token format (paper App. F.3): an action as a 4×4 image, and its inverse.
 
 One action is a target end-effector pose and a grasp: position ``p`` (3), rotation ``R`` (3×3, from the target
 quaternion, or relative to the measured pose) and grasp ``g``. It is laid out on a 4×4 grid, each cell then

@@ -46,7 +46,7 @@ import torch
 from einops import rearrange
 
 from datasets.robot.datamodule import action_planes, planes_to_actions, unpack_tokens
-from datasets.robot.env import ACTION_DIM, REST_Z, SLOT_NAMES, SLOTS, SwapTableEnv
+from datasets.robot.env import ACTION_DIM, REST_Z, SLOT_NAMES, SLOTS, STATE_DIM, SwapTableEnv
 from datasets.robot.generate import placement
 from datasets.robot.task import GOAL, START, Move, plan
 
@@ -138,6 +138,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         images = len(module.frame_shape) == 3
         history, flagged = mode == "obs_history", mode == "memory_flagged"
         n, device, size = self.num_episodes, module.device, module.frame_shape[-1]
+        obs_size = 6 if images else STATE_DIM  # the observation part of a token: camera channels or state numbers
         envs = [SwapTableEnv(image_size=size if images else 32) for _ in range(n)]
         configs = [i % 2 for i in range(n)]
         states = np.stack([env.reset(placement(c, np.random.default_rng([self.seed + 20_000, i])))
@@ -207,16 +208,15 @@ class RobotSwapEvaluator(DomainEvaluator):
             if not history:  # the token the policy saw joins the latent: its memory
                 real = frame(seen, actions)
                 if mode == "memory_surprise":
-                    surprised = surprise(real, tokens[:, 0], 6 if images else 10) > self.surprise_threshold
+                    surprised = surprise(real, tokens[:, 0], obs_size) > self.surprise_threshold
                     z_noisy = self.commit_noisy(sampler, cell, z, real, generator)
                     z_clean = sampler.commit_tokens(cell, z, real[:, None])
                     z = cell.select_state(surprised, z_noisy, z_clean)
                 elif corrupted and flagged:
                     z = self.commit_noisy(sampler, cell, z, real, generator)
                 elif corrupted and mode == "memory_imputed":  # the model's own prediction stands in, as clean
-                    obs = 6 if images else 10
                     imputed = real.clone()
-                    imputed[:, :obs] = tokens[:, 0, :obs]
+                    imputed[:, :obs_size] = tokens[:, 0, :obs_size]
                     z = sampler.commit_tokens(cell, z, imputed[:, None])
                 else:
                     z = sampler.commit_tokens(cell, z, real[:, None])
