@@ -28,12 +28,14 @@ install: $(STAMP) render-libs
 demo: install
 	$(PY) main.py
 
+# two pytest workers (pytest-xdist), one torch thread each: the suite's wall time on a 2-core machine
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # the suite without the tests marked slow, for quick local runs (CI runs `make test`)
 test-quick: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
