@@ -53,6 +53,11 @@ def test_planning_metrics_follow_the_protocol() -> None:
     assert m["return_mean"] == pytest.approx(125.0) and m["return_std"] == pytest.approx(125.0)
     assert m["success_rate"] == 0.5 and m["time_to_reach"] == 51
     assert m["normalized_score"] == pytest.approx(100 * (125 - 23.85) / (161.86 - 23.85))
+    assert m["hold_fraction"] == 1.0  # env 0 never leaves after arriving; env 1 (never arrived) does not count
+    rewards[1, 99:119] = 1.0  # env 1 arrives at step 100, stays 20 steps, leaves: 20 of the 201 steps from then on
+    m = evaluator.metrics({"rewards": rewards})
+    assert m["hold_fraction"] == pytest.approx((1.0 + 20 / 201) / 2) and m["time_to_reach"] == (51 + 100) / 2
+    assert np.isnan(evaluator.metrics({"rewards": np.zeros((2, 300))})["hold_fraction"])  # no env arrives
     with pytest.raises(ValueError, match="modes"):
         MazePlanningEvaluator("umaze", modes=["greedy"])
     with pytest.raises(ValueError, match="mc_mode"):

@@ -12,7 +12,10 @@ cause must be fixed, not masked).
 
 Metrics per mode: ``return_mean``/``return_std`` (raw summed sparse reward over the episode, the paper's
 protocol), ``normalized_score`` (D4RL), ``success_rate`` (reached within 0.5 at least once) and
-``time_to_reach`` (mean first step of arrival over successful envs).
+``time_to_reach`` (mean first step of arrival over successful envs) and ``hold_fraction`` (over successful envs,
+the mean fraction of the steps from the first arrival to the episode's end spent within 0.5 of the goal: the return
+of an env is its time at the goal, so a low hold fraction with a high success rate means plans that reach the goal
+but do not stay there).
 """
 
 from __future__ import annotations
@@ -143,12 +146,15 @@ class MazePlanningEvaluator(DomainEvaluator):
         returns = rewards.sum(axis=1)
         reached = rewards.max(axis=1) > 0
         first = np.where(reached, rewards.argmax(axis=1) + 1, np.nan)
+        after_arrival = rewards.shape[1] - first + 1  # steps from the first arrival (counted) to the end
+        hold = returns[reached] / after_arrival[reached]
         return {
             "return_mean": float(returns.mean()),
             "return_std": float(returns.std()),
             "normalized_score": float(self.layout.normalized_score(returns.mean())),
             "success_rate": float(reached.mean()),
             "time_to_reach": float(np.nanmean(first)) if reached.any() else float("nan"),
+            "hold_fraction": float(hold.mean()) if reached.any() else float("nan"),
         }
 
     def compute(self, module: DiffusionForcing, ctx: EvalContext) -> dict[str, float] | None:
