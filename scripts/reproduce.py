@@ -4,6 +4,8 @@
     python -m scripts.reproduce maze2d_umaze_cpu --collect     # only rebuild the table from finished runs
     python -m scripts.reproduce --list
     python -m scripts.reproduce robot_swap_state_cpu --adopt df:0=outputs/my_run ...   # runs finished by hand
+    python -m scripts.reproduce maze2d_umaze_cpu --out outputs/reproduce/umaze_eval --override 'tasks=[validation]' \
+        --override 'load=outputs/umaze_s${seed}/checkpoints/last.ckpt'   # evaluate checkpoints trained earlier
 
 A table is data: ``configurations/tables/<table>.yaml`` names its runs (Hydra overrides of ``main.py``) and its
 rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra multirun over the seeds,
