@@ -192,13 +192,46 @@ def test_mcg_row_matches_the_token_by_token_reference(mc_mode: str) -> None:
         torch.set_default_dtype(torch.float32)
 
 
-def test_guided_pyramid_chunk_with_mcg_matches_the_token_by_token_reference() -> None:
-    """A whole guided pyramid chunk with R = 3 against the reference row by row (DDIM step plus scale·g·∇E for the
-    tokens whose level drops; the finished prefix committed at the stabilisation level): equal to 1e-6."""
+def _reference_guided_chunk(cell, sampler, z0, x_init, energy, r, scale, gen, pending_tokens):
+    """A guided chunk row by row, as the paper and the official planning loop define it: in every row run the whole
+    plan token by token (the finished prefix committed at the stabilisation level), then take the DDIM step plus
+    scale·g·∇E for every token whose level drops. ``pending_tokens="official"``: a token that has not started (at
+    the top grid level τ_0 in this row and the next) also takes the first DDIM step τ_0 → τ_1 with its guidance
+    term, and is treated as pure noise at τ_0 again in the next row (the official loop clamps the step index of
+    such a token to 0 and overwrites it with the step's output). ``scale = 0``: the same chunk without guidance."""
+    h = x_init.shape[1]
+    levels = sampler.level_matrix(h, 1000)
+    grid = sampling_grid(1000, sampler.sampling_steps)
+    ab = cell.schedule.alpha_bar
+    x = x_init.clone()
+    for m in range(1, levels.shape[0]):
+        frm, to = levels[m - 1], levels[m]
+        start = int((frm == -1).sum())  # pyramid: the finished tokens are a prefix
+        z = z0
+        with torch.no_grad():
+            for t in range(start):
+                z = sampler.commit(cell, z, x[:, t])
+        grad, x0_run, eps_run = _reference_mcg_row(cell, sampler, z, x, frm, start, energy, r, gen)
+        for t in range(start, h):
+            target = to[t]
+            if to[t] == frm[t]:
+                if not (pending_tokens == "official" and frm[t] == grid[0]):
+                    continue
+                target = grid[1]
+            a, a_next = ab(frm[t : t + 1]), ab(target.reshape(1))
+            x_next, g = ddim_step(x0_run[:, t - start], eps_run[:, t - start], a, a_next, 0.0, None)
+            x[:, t] = x_next + scale * g * grad[:, t - start]
+    return x
+
+
+@pytest.mark.parametrize("pending_tokens", ["keep", "official"])
+def test_guided_pyramid_chunk_with_mcg_matches_the_token_by_token_reference(pending_tokens: str) -> None:
+    """A whole guided pyramid chunk with R = 3 against the reference row by row, for both treatments of the tokens
+    that have not started: equal to 1e-6, with and without guidance."""
     torch.set_default_dtype(torch.float64)
     try:
         cell = _double_cell("eps")  # x̂0 = (x − σ·ε̂)/α depends on the plan even for an untrained network
-        sampler = Sampler(sampling_steps=4, scheduling_matrix="pyramid")
+        sampler = Sampler(sampling_steps=4, scheduling_matrix="pyramid", pending_tokens=pending_tokens)
         b, h, r, scale = 3, 4, 3, 2.0
         goal = torch.tensor([0.5, -1.0, 0.2])
         energy = lambda x0: -(x0 - goal).norm(dim=-1).sum(1)  # noqa: E731
@@ -207,28 +240,16 @@ def test_guided_pyramid_chunk_with_mcg_matches_the_token_by_token_reference() ->
         guidance = Guidance(energy, scale, mc_samples=r)
         ours, _ = sampler.denoise_chunk(cell, z0, h, guidance=guidance, generator=torch.Generator().manual_seed(3),
                                         x_init=x_init)  # fmt: skip
-
         gen = torch.Generator().manual_seed(3)
-        levels = sampler.level_matrix(h, 1000)
-        ab = cell.schedule.alpha_bar
-        x = x_init.clone()
-        for m in range(1, levels.shape[0]):
-            frm, to = levels[m - 1], levels[m]
-            start = int((frm == -1).sum())  # pyramid: the finished tokens are a prefix
-            z = z0
-            with torch.no_grad():
-                for t in range(start):
-                    z = sampler.commit(cell, z, x[:, t])
-            grad, x0_run, eps_run = _reference_mcg_row(cell, sampler, z, x, frm, start, energy, r, gen)
-            for t in range(start, h):
-                if to[t] == frm[t]:
-                    continue
-                a, a_next = ab(frm[t : t + 1]), ab(to[t : t + 1])
-                x_next, g = ddim_step(x0_run[:, t - start], eps_run[:, t - start], a, a_next, 0.0, None)
-                x[:, t] = x_next + scale * g * grad[:, t - start]
-        torch.testing.assert_close(ours, x, rtol=1e-6, atol=1e-6)
+        expected = _reference_guided_chunk(cell, sampler, z0, x_init, energy, r, scale, gen, pending_tokens)
+        torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
         plain, _ = sampler.denoise_chunk(cell, z0, h, x_init=x_init)
         assert (ours - plain).abs().max() > 1e-3  # the guidance did something
+        expected_plain = _reference_guided_chunk(cell, sampler, z0, x_init, energy, 1, 0.0, gen, pending_tokens)
+        torch.testing.assert_close(plain, expected_plain, rtol=1e-6, atol=1e-6)
+        other = Sampler(sampling_steps=4, scheduling_matrix="pyramid",
+                        pending_tokens="keep" if pending_tokens == "official" else "official")  # fmt: skip
+        assert (other.denoise_chunk(cell, z0, h, x_init=x_init)[0] - plain).abs().max() > 1e-6  # the option acts
     finally:
         torch.set_default_dtype(torch.float32)
 
@@ -313,6 +334,7 @@ def test_stabilization_presentation() -> None:
         (dict(eta=2.0), "eta"),
         (dict(chunk_size=0), "chunk_size"),
         (dict(stabilization_mode="blur"), "stabilization_mode"),
+        (dict(pending_tokens="skip"), "algorithm.sampler.pending_tokens"),
         (dict(scheduling_matrix="custom"), "matrix"),
     ],
 )

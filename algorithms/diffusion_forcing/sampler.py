@@ -26,6 +26,7 @@ from .scheduling_matrix import build_matrix, to_levels
 
 STEP_TYPES = ("ddim", "ddpm")
 STABILIZATION_MODES = ("scale", "noise")
+PENDING_TOKENS = ("keep", "official")
 
 
 def _leading_clean(levels: Tensor) -> int:
@@ -164,7 +165,8 @@ class RowPredictor:
 class Sampler:
     """Scheduling-matrix sampler for causal Diffusion Forcing models (recurrent or transformer backbones).
 
-    Only tokens whose level changes in a row are updated; the state of the finished (clean) prefix (a latent, or
+    Only tokens whose level changes in a row are updated (``pending_tokens="official"``: also the tokens still at
+    pure noise, as the official code does; docs/method.md §8); the state of the finished (clean) prefix (a latent, or
     a key/value cache) is cached and advanced once per token instead of being recomputed every row; with guidance,
     every token of the row is run so the energy sees the whole plan. Rollouts of any length proceed in chunks of
     ``chunk_size`` tokens (−1: everything in one chunk), and only the state is carried between chunks.
@@ -182,7 +184,12 @@ class Sampler:
         stabilization_mode: str = "scale",
         chunk_size: int = -1,
         clip_noise: float = 20.0,
+        pending_tokens: str = "keep",
     ) -> None:
+        if pending_tokens not in PENDING_TOKENS:
+            raise ValueError(
+                f"Unknown algorithm.sampler.pending_tokens {pending_tokens!r}; choose one of {PENDING_TOKENS}"
+            )
         if step_type not in STEP_TYPES:
             raise ValueError(f"Unknown algorithm.sampler.step_type {step_type!r}; choose one of {STEP_TYPES}")
         if stabilization_mode not in STABILIZATION_MODES:
@@ -206,6 +213,7 @@ class Sampler:
         self.stabilization_mode = stabilization_mode
         self.chunk_size = chunk_size
         self.clip_noise = clip_noise
+        self.pending_tokens = pending_tokens
         # Fail at construction on an unknown matrix type rather than at the first sample.
         if scheduling_matrix != "custom":
             build_matrix(scheduling_matrix, 1, sampling_steps, uncertainty_scale)
@@ -300,6 +308,7 @@ class Sampler:
         if x.shape != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x.shape)}")
         stab_noise = self.noise(shape, x, generator) if self.stabilization_mode == "noise" else None
+        grid = sampling_grid(schedule.num_levels, self.sampling_steps).to(like.device)
         prefix, start = z_ctx, 0
         for m in range(1, levels.shape[0]):
             frm, to = levels[m - 1], levels[m]
@@ -307,7 +316,12 @@ class Sampler:
             done = start + _leading_clean(frm[start:])
             prefix = self._commit_span(cell, prefix, x, cond, stab_noise, start, done)
             start = done
-            changed = (to != frm).nonzero().flatten()
+            target = to
+            if self.pending_tokens == "official":
+                # the official loop steps a token that has not started (still at τ_0) from τ_0 to τ_1 in every row
+                # and leaves its level at τ_0, so the next row treats it as pure noise again (docs/method.md §8)
+                target = torch.where((frm == grid[0]) & (to == grid[0]), grid[1], to)
+            changed = (target != frm).nonzero().flatten()
             if len(changed) == 0:
                 continue
             # 2. run the tokens up to the last changing one (all of them when guided: the energy sees the plan)
@@ -322,7 +336,7 @@ class Sampler:
             # 3. move the tokens whose level drops from frm to to; keep the others
             sel = changed - start  # positions inside the run
             x_new, g = self._step(x[:, changed], x0_run[:, sel], eps_run[:, sel], schedule, frm[changed],
-                                  to[changed], generator)  # fmt: skip
+                                  target[changed], generator)  # fmt: skip
             if grad is not None:
                 x_new = x_new + guidance.scale * g * grad[:, sel]
             x = x.clone()
