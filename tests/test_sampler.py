@@ -254,6 +254,57 @@ def test_guided_pyramid_chunk_with_mcg_matches_the_token_by_token_reference(pend
         torch.set_default_dtype(torch.float32)
 
 
+def _reference_official_chunk(cell, z0, x_init, steps: int, u: float):
+    """The official sampling loop for one chunk, written from its definition (the authors' ``paper`` code, df_base):
+    a pyramid of ``S + int(H·u)`` rows; in row m every token t of the chunk is run with the step index
+    ``i = min(clip(m − int(t·u), 0, S), S − 1)``, presented as it is at label τ_i, and overwritten by the DDIM step
+    τ_i → τ_{i+1} (by x̂0 when τ_{i+1} = −1), the chain reading each token before its step. A token that has not
+    started (index clipped to 0) takes the first step again in every row; a finished one (index S − 1) is re-run
+    and replaced by its x̂0. Returns the chunk and the latent of the last row's chain."""
+    grid = sampling_grid(1000, steps)
+    ab = cell.schedule.alpha_bar
+    b, h = x_init.shape[:2]
+    chunk = [x_init[:, t] for t in range(h)]
+    for m in range(steps + int(h * u)):
+        z = z0
+        for t in range(h):
+            i = min(max(m - int(t * u), 0), steps - 1)
+            z_next, x0, eps = cell(z, chunk[t], torch.full((b,), int(grid[i])))
+            if grid[i + 1] < 0:
+                chunk[t] = x0
+            else:
+                chunk[t], _ = ddim_step(x0, eps, ab(grid[i : i + 1]), ab(grid[i + 1 : i + 2]), 0.0, None)
+            z = z_next
+    return torch.stack(chunk, 1), z
+
+
+@pytest.mark.parametrize("u", [1.0, 2.0])
+@torch.no_grad()
+def test_official_loop_options_reproduce_the_official_chunk_loop(u: float) -> None:
+    """``pending_tokens=official``, ``finished_tokens=repredict`` and ``stabilization_mode=unscaled`` at the last
+    non-zero grid level reproduce the official loop token for token (to 1e-6), chunk after chunk."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cell = _double_cell("eps")
+        steps, b, h = 4, 2, 3
+        grid = sampling_grid(1000, steps)
+        sampler = Sampler(sampling_steps=steps, scheduling_matrix="pyramid", uncertainty_scale=u,
+                          pending_tokens="official", finished_tokens="repredict", stabilization_mode="unscaled",
+                          stabilization_level=int(grid[steps - 1]), chunk_size=h)  # fmt: skip
+        z0 = cell.init_state(b) + 0.1
+        x1, x2 = torch.randn(b, h, 3), torch.randn(b, h, 3)
+        ours1, z1 = sampler.denoise_chunk(cell, z0, h, x_init=x1)
+        ours2, z2 = sampler.denoise_chunk(cell, z1, h, x_init=x2)
+        ref1, r1 = _reference_official_chunk(cell, z0, x1, steps, u)
+        ref2, r2 = _reference_official_chunk(cell, r1, x2, steps, u)
+        for ours, ref in [(ours1, ref1), (z1, r1), (ours2, ref2), (z2, r2)]:
+            torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+        paper = Sampler(sampling_steps=steps, scheduling_matrix="pyramid", uncertainty_scale=u)
+        assert (paper.denoise_chunk(cell, z0, h, x_init=x1)[0] - ref1).abs().max() > 1e-4  # the options matter
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def test_retired_and_unknown_mcg_modes_are_rejected() -> None:
     with pytest.raises(ValueError, match="mc_mode"):
         Guidance(lambda x0: x0.sum((1, 2)), mc_samples=2, mc_mode="shared")
@@ -335,6 +386,7 @@ def test_stabilization_presentation() -> None:
         (dict(chunk_size=0), "chunk_size"),
         (dict(stabilization_mode="blur"), "stabilization_mode"),
         (dict(pending_tokens="skip"), "algorithm.sampler.pending_tokens"),
+        (dict(finished_tokens="drop"), "algorithm.sampler.finished_tokens"),
         (dict(scheduling_matrix="custom"), "matrix"),
     ],
 )

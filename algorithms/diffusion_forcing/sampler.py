@@ -25,8 +25,9 @@ from .noise_schedule import CLEAN_LEVEL, sampling_grid
 from .scheduling_matrix import build_matrix, to_levels
 
 STEP_TYPES = ("ddim", "ddpm")
-STABILIZATION_MODES = ("scale", "noise")
+STABILIZATION_MODES = ("scale", "noise", "unscaled")
 PENDING_TOKENS = ("keep", "official")
+FINISHED_TOKENS = ("keep", "repredict")
 
 
 def _leading_clean(levels: Tensor) -> int:
@@ -111,6 +112,7 @@ class RowPredictor:
         self.stab_noise = None if stab_noise is None else stab_noise[:, start:stop]
         self.trace = None  # what later run tokens read from each run token, from the last predict
         self.context = None  # what the live tokens' branches read from that trace, made on the first repredict
+        self.raw_x0 = None  # the cell's x̂0 of every run token (finished ones too), from the last predict
 
     def _mask(self, like: Tensor) -> Tensor:
         return self.clean.reshape(1, -1, *([1] * (like.ndim - 2)))
@@ -127,6 +129,7 @@ class RowPredictor:
             x_in = torch.where(self._mask(x_run), presented, x_run)
         self.trace, x0_run, eps_run = self.cell.forward_sequence(self.prefix, x_in, levels, self.cond)
         self.context = None
+        self.raw_x0 = x0_run  # what the cell predicts for every run token, finished ones included
         if any_clean:
             x0_run = torch.where(self._mask(x_run), x_run, x0_run)
             eps_run = torch.where(self._mask(x_run), torch.zeros_like(eps_run), eps_run)
@@ -185,7 +188,12 @@ class Sampler:
         chunk_size: int = -1,
         clip_noise: float = 20.0,
         pending_tokens: str = "keep",
+        finished_tokens: str = "keep",
     ) -> None:
+        if finished_tokens not in FINISHED_TOKENS:
+            raise ValueError(
+                f"Unknown algorithm.sampler.finished_tokens {finished_tokens!r}; choose one of {FINISHED_TOKENS}"
+            )
         if pending_tokens not in PENDING_TOKENS:
             raise ValueError(
                 f"Unknown algorithm.sampler.pending_tokens {pending_tokens!r}; choose one of {PENDING_TOKENS}"
@@ -214,6 +222,7 @@ class Sampler:
         self.chunk_size = chunk_size
         self.clip_noise = clip_noise
         self.pending_tokens = pending_tokens
+        self.finished_tokens = finished_tokens
         # Fail at construction on an unknown matrix type rather than at the first sample.
         if scheduling_matrix != "custom":
             build_matrix(scheduling_matrix, 1, sampling_steps, uncertainty_scale)
@@ -246,8 +255,11 @@ class Sampler:
             )
 
     def present_clean(self, cell: DenoisingCell, x: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Clean history as the cell sees it: ``sqrt(ᾱ_L)·x`` (+ ``sqrt(1−ᾱ_L)·ξ`` in "noise" mode) at label L."""
+        """Clean history as the cell sees it: ``sqrt(ᾱ_L)·x`` (+ ``sqrt(1−ᾱ_L)·ξ`` in "noise" mode; ``x`` itself in
+        "unscaled" mode, as the official loop presents a finished token) at label L."""
         level = torch.full((x.shape[0],), self.stabilization_level, device=x.device, dtype=torch.long)
+        if self.stabilization_mode == "unscaled":
+            return x, level
         if self.stabilization_mode == "noise" and noise is not None:
             return cell.schedule.q_sample(x, level, noise), level
         a, _ = cell.schedule.coefficients(level, x)
@@ -255,6 +267,8 @@ class Sampler:
 
     def present_clean_seq(self, cell: DenoisingCell, x: Tensor, levels: Tensor, noise: Tensor | None) -> Tensor:
         """:meth:`present_clean` for a run of tokens ``x (B, n, ...)`` with ``levels (B, n)`` all equal to L."""
+        if self.stabilization_mode == "unscaled":
+            return x
         if self.stabilization_mode == "noise" and noise is not None:
             return cell.schedule.q_sample(x, levels, noise)
         a, _ = cell.schedule.coefficients(levels, x)
@@ -309,23 +323,29 @@ class Sampler:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x.shape)}")
         stab_noise = self.noise(shape, x, generator) if self.stabilization_mode == "noise" else None
         grid = sampling_grid(schedule.num_levels, self.sampling_steps).to(like.device)
-        prefix, start = z_ctx, 0
+        repredict = self.finished_tokens == "repredict"
+        if repredict:  # the official loop's rows after the last token finishes (docs/method.md §8)
+            levels = torch.cat([levels, levels[-1:].expand(self._official_extra_rows(horizon), -1)])
+        prefix, start, presented = z_ctx, 0, None
         for m in range(1, levels.shape[0]):
             frm, to = levels[m - 1], levels[m]
-            # 1. extend the cached prefix over the tokens that became clean in the previous row
-            done = start + _leading_clean(frm[start:])
-            prefix = self._commit_span(cell, prefix, x, cond, stab_noise, start, done)
-            start = done
+            if not repredict:
+                # 1. extend the cached prefix over the tokens that became clean in the previous row
+                done = start + _leading_clean(frm[start:])
+                prefix = self._commit_span(cell, prefix, x, cond, stab_noise, start, done)
+                start = done
             target = to
             if self.pending_tokens == "official":
                 # the official loop steps a token that has not started (still at τ_0) from τ_0 to τ_1 in every row
                 # and leaves its level at τ_0, so the next row treats it as pure noise again (docs/method.md §8)
                 target = torch.where((frm == grid[0]) & (to == grid[0]), grid[1], to)
             changed = (target != frm).nonzero().flatten()
-            if len(changed) == 0:
+            finished = (frm == CLEAN_LEVEL).nonzero().flatten() if repredict else changed[:0]
+            if len(changed) == 0 and len(finished) == 0:
                 continue
-            # 2. run the tokens up to the last changing one (all of them when guided: the energy sees the plan)
-            stop = horizon if guidance is not None else int(changed[-1]) + 1
+            # 2. run the tokens up to the last one that changes (all of them when guided: the energy sees the plan)
+            last = int(torch.cat([changed, finished]).max())
+            stop = horizon if guidance is not None else last + 1
             row = RowPredictor(self, cell, prefix, x, frm, start, stop, cond, stab_noise, generator)
             if guidance is None:
                 with torch.no_grad():
@@ -333,16 +353,31 @@ class Sampler:
                 grad = None
             else:
                 grad, x0_run, eps_run = guidance.gradient(x[:, start:stop], row)
-            # 3. move the tokens whose level drops from frm to to; keep the others
-            sel = changed - start  # positions inside the run
-            x_new, g = self._step(x[:, changed], x0_run[:, sel], eps_run[:, sel], schedule, frm[changed],
-                                  target[changed], generator)  # fmt: skip
-            if grad is not None:
-                x_new = x_new + guidance.scale * g * grad[:, sel]
+            presented = x if len(finished) == horizon else None  # what the row's chain read, all tokens clean
             x = x.clone()
-            x[:, changed] = x_new.detach()
-        # 4. commit the rest of the chunk so that the next chunk starts from its latent
+            # 3. move the tokens whose level drops from frm to to; keep the others
+            if len(changed):
+                sel = changed - start  # positions inside the run
+                x_new, g = self._step(x[:, changed], x0_run[:, sel], eps_run[:, sel], schedule, frm[changed],
+                                      target[changed], generator)  # fmt: skip
+                if grad is not None:
+                    x_new = x_new + guidance.scale * g * grad[:, sel]
+                x[:, changed] = x_new.detach()
+            # ``finished_tokens=repredict``: a finished token takes the cell's x̂0 of its stabilised presentation
+            if len(finished):
+                x[:, finished] = row.raw_x0[:, finished - start].detach()
+        # 4. commit the rest of the chunk so that the next chunk starts from its latent (repredict: the latent of
+        # the last row's chain, which read the tokens before that row replaced them)
+        if repredict and presented is not None:
+            return x, self._commit_span(cell, z_ctx, presented, cond, stab_noise, 0, horizon)
         return x, self._commit_span(cell, prefix, x, cond, stab_noise, start, horizon)
+
+    def _official_extra_rows(self, horizon: int) -> int:
+        """Rows after the last token finishes in the official loop, whose pyramid has ``S + int(H·u)`` rows where ours
+        needs ``S + ⌊(H−1)·u⌋`` steps: ``int(H·u) − ⌊(H−1)·u⌋`` (u = S for the autoregressive matrix); none for the
+        matrices the official loop does not have."""
+        u = {"pyramid": self.uncertainty_scale, "autoregressive": float(self.sampling_steps)}.get(self.matrix_type)
+        return 0 if u is None else int(horizon * u) - int((horizon - 1) * u)
 
     def _commit_span(self, cell, z, x, cond, noise, start: int, stop: int) -> State:
         sl = slice(start, stop)
