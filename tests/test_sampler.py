@@ -305,6 +305,32 @@ def test_official_loop_options_reproduce_the_official_chunk_loop(u: float) -> No
         torch.set_default_dtype(torch.float32)
 
 
+@torch.no_grad()
+def test_official_context_presentation_runs_the_context_at_level_zero_with_fresh_noise() -> None:
+    """``context_presentation=official``: each context token is run at level 0 as sqrt(ᾱ_0)·x + sqrt(1−ᾱ_0)·ξ with
+    fresh noise, token by token (the official loop's ``deterministic_t=0``); the default presents it stabilised."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        cell = _double_cell("eps")
+        b, n = 2, 3
+        context = torch.randn(b, n, 3)
+        z0 = cell.init_state(b) + 0.1
+        official = Sampler(sampling_steps=4, context_presentation="official")
+        ours = official.commit_context(cell, z0, context, generator=torch.Generator().manual_seed(5))
+        gen, z = torch.Generator().manual_seed(5), z0
+        noise = official.noise((n, b, 3), context, gen)  # drawn token-major, like the sampler
+        zero = torch.zeros(b, dtype=torch.long)
+        for t in range(n):
+            z, _, _ = cell(z, cell.schedule.q_sample(context[:, t], zero, noise[t]), zero)
+        torch.testing.assert_close(ours, z, rtol=1e-6, atol=1e-6)
+        default = Sampler(sampling_steps=4)
+        stabilised = default.commit_context(cell, z0, context)
+        torch.testing.assert_close(stabilised, default.commit_tokens(cell, z0, context))
+        assert (stabilised - ours).abs().max() > 1e-6
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def test_retired_and_unknown_mcg_modes_are_rejected() -> None:
     with pytest.raises(ValueError, match="mc_mode"):
         Guidance(lambda x0: x0.sum((1, 2)), mc_samples=2, mc_mode="shared")
@@ -387,6 +413,7 @@ def test_stabilization_presentation() -> None:
         (dict(stabilization_mode="blur"), "stabilization_mode"),
         (dict(pending_tokens="skip"), "algorithm.sampler.pending_tokens"),
         (dict(finished_tokens="drop"), "algorithm.sampler.finished_tokens"),
+        (dict(context_presentation="clean"), "algorithm.sampler.context_presentation"),
         (dict(scheduling_matrix="custom"), "matrix"),
     ],
 )

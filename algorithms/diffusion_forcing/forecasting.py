@@ -100,7 +100,7 @@ class ForecastingDiffusionForcing(DiffusionForcing):
         ctx_cond = torch.cat([self.lag_features(values, self.max_lag, c), feats[:, :c]], dim=-1)  # (W·S, c, C)
         if self.zero_first_cond:
             ctx_cond[:, 0] = 0.0
-        z = sampler.commit_tokens(cell, z, values[:, self.max_lag : self.max_lag + c], ctx_cond)
+        z = sampler.commit_context(cell, z, values[:, self.max_lag : self.max_lag + c], ctx_cond, generator)
         window = values[:, -self.max_lag :]  # the last max_lag values: all the lags ever need
         steps = []
         for p in range(prediction_length):

@@ -28,6 +28,7 @@ STEP_TYPES = ("ddim", "ddpm")
 STABILIZATION_MODES = ("scale", "noise", "unscaled")
 PENDING_TOKENS = ("keep", "official")
 FINISHED_TOKENS = ("keep", "repredict")
+CONTEXT_PRESENTATIONS = ("stabilized", "official")
 
 
 def _leading_clean(levels: Tensor) -> int:
@@ -189,7 +190,13 @@ class Sampler:
         clip_noise: float = 20.0,
         pending_tokens: str = "keep",
         finished_tokens: str = "keep",
+        context_presentation: str = "stabilized",
     ) -> None:
+        if context_presentation not in CONTEXT_PRESENTATIONS:
+            raise ValueError(
+                f"Unknown algorithm.sampler.context_presentation {context_presentation!r}; "
+                f"choose one of {CONTEXT_PRESENTATIONS}"
+            )
         if finished_tokens not in FINISHED_TOKENS:
             raise ValueError(
                 f"Unknown algorithm.sampler.finished_tokens {finished_tokens!r}; choose one of {FINISHED_TOKENS}"
@@ -223,6 +230,7 @@ class Sampler:
         self.clip_noise = clip_noise
         self.pending_tokens = pending_tokens
         self.finished_tokens = finished_tokens
+        self.context_presentation = context_presentation
         # Fail at construction on an unknown matrix type rather than at the first sample.
         if scheduling_matrix != "custom":
             build_matrix(scheduling_matrix, 1, sampling_steps, uncertainty_scale)
@@ -293,6 +301,32 @@ class Sampler:
         levels = levels.expand(x.shape[0], -1)  # one row shared by the batch (a stride-0 view)
         with torch.no_grad():
             return cell.commit(z, self.present_clean_seq(cell, x, levels, noise), levels, cond)
+
+    def commit_context(
+        self,
+        cell: DenoisingCell,
+        z: State,
+        x: Tensor,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """Advance the state over observed context tokens ``x (B, n, ...)`` (conditions ``(B, n, C)`` optional).
+
+        ``context_presentation=stabilized`` (default): like every finished token, at the stabilisation level (§9;
+        "noise" mode draws its noise here). ``official``: as the official loop runs its context frames, at level 0
+        with fresh noise, ``sqrt(ᾱ_0)·x + sqrt(1−ᾱ_0)·ξ`` (docs/method.md §8). Noise is drawn token-major, shape
+        ``(n, B, ...)``."""
+        n = x.shape[1]
+        if n == 0:
+            return z
+        noise = None
+        if self.context_presentation == "official" or self.stabilization_mode == "noise":
+            noise = self.noise((n, *x[:, 0].shape), x, generator).transpose(0, 1)
+        if self.context_presentation == "stabilized":
+            return self.commit_tokens(cell, z, x, cond, noise)
+        levels = torch.zeros((1, n), device=x.device, dtype=torch.long).expand(x.shape[0], -1)
+        with torch.no_grad():
+            return cell.commit(z, cell.schedule.q_sample(x, levels, noise), levels, cond)
 
     # -- one chunk -------------------------------------------------------------------------------------------
     def denoise_chunk(
@@ -414,10 +448,7 @@ class Sampler:
             raise ValueError(f"cond covers {cond.shape[1]} tokens but context + rollout need {n_ctx + n_tokens}")
         self._check_stabilization(cell.schedule.num_levels)
         if n_ctx:
-            noise = None
-            if self.stabilization_mode == "noise":  # drawn token-major: the same stream as one draw per token
-                noise = self.noise((n_ctx, *context[:, 0].shape), context, generator).transpose(0, 1)
-            z = self.commit_tokens(cell, z, context, None if cond is None else cond[:, :n_ctx], noise)
+            z = self.commit_context(cell, z, context, None if cond is None else cond[:, :n_ctx], generator)
         pos = 0
         while pos < n_tokens:
             h = n_tokens - pos if self.chunk_size < 0 else min(self.chunk_size, n_tokens - pos)

@@ -161,7 +161,7 @@ class RobotSwapEvaluator(DomainEvaluator):
             if not images:
                 return module.initial_latent(n, torch.as_tensor(seen, device=device))
             context = frame(seen, np.zeros((n, self.chunk, 4), dtype=np.float32))[:, None]
-            return sampler.commit_tokens(cell, module.initial_latent(n, None), context)
+            return sampler.commit_context(cell, module.initial_latent(n, None), context)
 
         seen = observe()
         previous = seen
@@ -328,7 +328,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         env.close()
         context = np.concatenate([np.stack(first), np.zeros((n, 4, size, size), dtype=np.float32)], axis=1)
         context = module.normalizer.normalize(torch.as_tensor(context, device=device))[:, None]
-        z = module.sampler.commit_tokens(module.sampling_cell, module.initial_latent(n, None), context)
+        z = module.sampler.commit_context(module.sampling_cell, module.initial_latent(n, None), context)
         tokens = module.sampler.rollout(module.sampling_cell, z, self.episode_steps // self.chunk,
                                         generator=self.generator(device, 99))  # fmt: skip
         generated = module.tokens_to_frames(tokens)[:, :, :6].clamp(0, 1).cpu().numpy()  # (n, K, 6, S, S)
