@@ -3,6 +3,7 @@
     python -m scripts.reproduce maze2d_umaze_cpu [--seeds 0,1,2] [--launcher local|slurm|submitit_local]
     python -m scripts.reproduce maze2d_umaze_cpu --collect     # only rebuild the table from finished runs
     python -m scripts.reproduce --list
+    python -m scripts.reproduce ts_exchange_cpu_levers --runs budget_cosine   # some runs only (their rows)
     python -m scripts.reproduce robot_swap_state_cpu --adopt df:0=outputs/my_run ...   # runs finished by hand
     python -m scripts.reproduce maze2d_umaze_cpu --out outputs/reproduce/umaze_eval --override 'tasks=[validation]' \
         --override 'load=outputs/umaze_s${seed}/checkpoints/last.ckpt'   # evaluate checkpoints trained earlier
@@ -27,7 +28,7 @@ import math
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,21 @@ def load_table(name: str) -> Table:
         raise TableError(f"{path}: 'rows' is empty")
     seeds = spec.get("seeds", [0, 1, 2])
     return Table(name, str(spec.get("title", name)), [int(s) for s in seeds], runs, rows, str(spec.get("notes", "")))
+
+
+def select_runs(table: Table, runs: str | None) -> Table:
+    """The table restricted to the comma-separated ``runs`` and their rows (``--runs``); the whole table for None."""
+    if runs is None:
+        return table
+    chosen = [r.strip() for r in runs.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in table.runs]
+    if unknown or not chosen:
+        raise TableError(f"--runs {runs!r}: table {table.name} has the runs {sorted(table.runs)}")
+    return replace(
+        table,
+        runs={r: table.runs[r] for r in table.runs if r in chosen},
+        rows=[row for row in table.rows if row.run in chosen],
+    )
 
 
 def multirun_command(table: Table, run: str, seeds: list[int], out: Path, launcher: str, extra: list[str]) -> list[str]:
@@ -281,6 +297,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", default=None, help="output folder (default: outputs/reproduce/<table>)")
     parser.add_argument("--override", action="append", default=[], help="an extra main.py override for every run")
     parser.add_argument("--collect", action="store_true", help="do not run; build the table from finished runs")
+    parser.add_argument(
+        "--runs", default=None, help="comma-separated runs of the table: train and report only these (and their rows)"
+    )
     parser.add_argument("--list", action="store_true", help="list the tables")
     parser.add_argument(
         "--adopt", action="append", default=[], metavar="RUN:SEED=DIR",
@@ -292,11 +311,12 @@ def main(argv: list[str] | None = None) -> str:
         print(listing)
         return listing
     try:
-        table = load_table(args.table)
+        full = load_table(args.table)
+        table = select_runs(full, args.runs)
         seeds = table.seeds if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
         out = Path(args.out or PROJECT_ROOT / "outputs" / "reproduce" / table.name).resolve()
         for spec in args.adopt:
-            adopt(table, out, spec, args.override)
+            adopt(full, out, spec, args.override)
         commands = {}
         for run in table.runs:
             cmd = multirun_command(table, run, seeds, out, args.launcher, args.override)
@@ -309,6 +329,8 @@ def main(argv: list[str] | None = None) -> str:
                 if done.returncode != 0:
                     raise TableError(f"run {run!r} failed (exit {done.returncode}): {commands[run]}")
         again = ["python", "-m", "scripts.reproduce", table.name, "--seeds", ",".join(map(str, seeds))]
+        if args.runs is not None:
+            again += ["--runs", ",".join(table.runs)]
         if args.launcher != "local":
             again += ["--launcher", args.launcher]
         for override in args.override:
@@ -318,8 +340,9 @@ def main(argv: list[str] | None = None) -> str:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{table.name}.md").write_text(markdown)
-    (out / f"{table.name}.json").write_text(json.dumps(raw, indent=2))
+    stem = table.name if args.runs is None else f"{table.name}.{'+'.join(table.runs)}"  # a part of the table
+    (out / f"{stem}.md").write_text(markdown)
+    (out / f"{stem}.json").write_text(json.dumps(raw, indent=2))
     print(markdown)
     return markdown
 

@@ -73,6 +73,26 @@ def test_runs_finished_by_hand_with_the_same_command_can_be_adopted(tmp_path: Pa
         reproduce.adopt(table, out, f"debug:0={twin}", [])
 
 
+def test_runs_option_trains_and_reports_only_the_chosen_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--runs b``: only run b's rows, written beside the whole table's files; the whole table needs every run."""
+    monkeypatch.setattr(reproduce, "TABLES_DIR", tmp_path)
+    (tmp_path / "t.yaml").write_text(
+        "runs: {a: [experiment=debug], b: [experiment=debug, trainer.max_steps=3]}\n"
+        "rows: [{label: from a, run: a, metric: val/loss}, {label: from b, run: b, metric: val/loss}]\n"
+    )
+    out = tmp_path / "o"
+    for seed, loss in [(0, 0.25), (1, 0.75)]:
+        finished_run(out / "b" / f"seed_{seed}", ["main.py", "experiment=debug", "trainer.max_steps=3"], loss)
+    markdown = reproduce.main(["t", "--seeds", "0,1", "--out", str(out), "--runs", "b"])  # finished: not retrained
+    assert "| from b | 0.25 | 0.75 | 0.5 ± 0.3536" in markdown and "from a" not in markdown
+    assert "--runs b" in markdown and (out / "t.b.md").read_text() == markdown and (out / "t.b.json").is_file()
+    assert not (out / "t.md").exists()
+    with pytest.raises(SystemExit):  # run a never ran: the whole table cannot be collected
+        reproduce.main(["t", "--seeds", "0,1", "--out", str(out), "--collect"])
+    with pytest.raises(reproduce.TableError, match=r"has the runs \['a', 'b'\]"):
+        reproduce.select_runs(reproduce.load_table("t"), "c")
+
+
 def test_summary_statistics_against_their_definitions() -> None:
     stats = reproduce.summarise([1.0, 2.0, 6.0])
     assert stats["mean"] == pytest.approx(3.0)
