@@ -15,7 +15,8 @@ rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra mult
 
 so ``--launcher slurm`` submits one job per seed (``cluster=slurm``; set the partition with ``--override``).
 The table holds, per row: the value of each seed, mean ± std over seeds (sample std), the 95 % interval of the
-mean (Student t), the mean success rate where the row names one, the mean wall time of a run, and the command.
+mean (Student t), the mean success rate where the row names one, the mean wall time of a run and its run;
+below the table, the command of every run.
 It is written to ``<out>/<table>.md`` with the raw per-seed values in ``<out>/<table>.json`` (default ``<out>``:
 ``outputs/reproduce/<table>``) and printed. Seeds whose run already finished are not run again, only collected.
 """
@@ -236,8 +237,7 @@ def collect(
         f"Seeds {', '.join(map(str, seeds))}; mean ± std (sample std over seeds); 95 % CI: mean ± t·std/√n."
         + (f" Reproduce: `{reproduce_cmd}`." if reproduce_cmd else ""),
         "",
-        f"| row | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std | 95 % CI | success | wall time / run | "
-        "command |",
+        f"| row | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std | 95 % CI | success | wall time / run | run |",
         "|---|" + "---|" * len(seeds) + "---|---|---|---|---|",
     ]
     for row in table.rows:
@@ -268,8 +268,10 @@ def collect(
         wall_s = "—" if math.isnan(wall) else f"{wall / 60:.1f} min"
         lines.append(
             f"| {row.label} | {' | '.join(fmt(v) for v in values)} | {fmt(stats['mean'])} ± {fmt(stats['std'])} | "
-            f"{ci} | {succ} | {wall_s} | `{commands[row.run]}` |"
+            f"{ci} | {succ} | {wall_s} | {row.run} |"
         )
+    lines += ["", "Commands, one Hydra multirun per run:", ""]
+    lines += [f"- {run}: `{commands[run]}`" for run in table.runs]
     adopted = []
     for run in table.runs:
         for seed in seeds:

@@ -27,7 +27,9 @@ def test_debug_table_over_two_seeds(tmp_path: Path) -> None:
     mean, std = (float(v) for v in cells[3].split("±"))
     assert mean == pytest.approx((seed0 + seed1) / 2, rel=1e-3)
     assert std == pytest.approx(abs(seed0 - seed1) / math.sqrt(2), rel=1e-2)  # from 4-digit cells
-    assert cells[5] == "—" and cells[6].endswith("min") and "seed=0,1" in cells[7]
+    assert cells[5] == "—" and cells[6].endswith("min") and cells[7] == "debug"
+    command = next(line for line in table.splitlines() if line.startswith("- debug: `python main.py -m"))
+    assert "experiment=debug" in command and "seed=0,1" in command
     raw = json.loads((out / "debug.json").read_text())
     assert raw["rows"][0]["values"] == pytest.approx([seed0, seed1], rel=1e-3)
     # finished runs are only collected: neither --collect nor a plain rerun trains again
