@@ -192,19 +192,13 @@ class Sampler:
         finished_tokens: str = "keep",
         context_presentation: str = "stabilized",
     ) -> None:
-        if context_presentation not in CONTEXT_PRESENTATIONS:
-            raise ValueError(
-                f"Unknown algorithm.sampler.context_presentation {context_presentation!r}; "
-                f"choose one of {CONTEXT_PRESENTATIONS}"
-            )
-        if finished_tokens not in FINISHED_TOKENS:
-            raise ValueError(
-                f"Unknown algorithm.sampler.finished_tokens {finished_tokens!r}; choose one of {FINISHED_TOKENS}"
-            )
-        if pending_tokens not in PENDING_TOKENS:
-            raise ValueError(
-                f"Unknown algorithm.sampler.pending_tokens {pending_tokens!r}; choose one of {PENDING_TOKENS}"
-            )
+        for key, value, choices in [
+            ("context_presentation", context_presentation, CONTEXT_PRESENTATIONS),
+            ("finished_tokens", finished_tokens, FINISHED_TOKENS),
+            ("pending_tokens", pending_tokens, PENDING_TOKENS),
+        ]:
+            if value not in choices:
+                raise ValueError(f"Unknown algorithm.sampler.{key} {value!r}; choose one of {choices}")
         if step_type not in STEP_TYPES:
             raise ValueError(f"Unknown algorithm.sampler.step_type {step_type!r}; choose one of {STEP_TYPES}")
         if stabilization_mode not in STABILIZATION_MODES:
@@ -356,7 +350,8 @@ class Sampler:
         if x.shape != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x.shape)}")
         stab_noise = self.noise(shape, x, generator) if self.stabilization_mode == "noise" else None
-        grid = sampling_grid(schedule.num_levels, self.sampling_steps).to(like.device)
+        if self.pending_tokens == "official":
+            grid = sampling_grid(schedule.num_levels, self.sampling_steps).to(like.device)
         repredict = self.finished_tokens == "repredict"
         if repredict:  # the official loop's rows after the last token finishes (docs/method.md §8)
             levels = torch.cat([levels, levels[-1:].expand(self._official_extra_rows(horizon), -1)])
@@ -378,7 +373,7 @@ class Sampler:
             if len(changed) == 0 and len(finished) == 0:
                 continue
             # 2. run the tokens up to the last one that changes (all of them when guided: the energy sees the plan)
-            last = int(torch.cat([changed, finished]).max())
+            last = int(torch.cat([changed, finished]).max()) if len(finished) else int(changed[-1])
             stop = horizon if guidance is not None else last + 1
             row = RowPredictor(self, cell, prefix, x, frm, start, stop, cond, stab_noise, generator)
             if guidance is None:
