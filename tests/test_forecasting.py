@@ -100,7 +100,7 @@ def test_windows_splits_and_train_only_statistics(tmp_path: Path) -> None:
     np.testing.assert_allclose(make_dm(tmp_path / "b.csv").normalization_stats()[0], mean, rtol=1e-6)
 
 
-@pytest.mark.parametrize("window_shift", ["none", "context_mean"])
+@pytest.mark.parametrize("window_shift", ["none", "context_mean", "context_last"])
 def test_training_lags_are_exact_past_values(tmp_path: Path, window_shift: str) -> None:
     write_csv(tmp_path / "a.csv")
     dm = make_dm(tmp_path / "a.csv")
@@ -109,9 +109,11 @@ def test_training_lags_are_exact_past_values(tmp_path: Path, window_shift: str) 
     frames = module.normalize_frames(batch)
     cond = module.conditions(batch, frames)
     full = module.normalizer.normalize(torch.cat([batch["past"], batch["x"]], dim=1))
+    context = module.normalizer.normalize(batch["x"])[:, : dm.context_length]
     if window_shift == "context_mean":  # lags live in the same shifted units as the tokens
-        context = module.normalizer.normalize(batch["x"])[:, : dm.context_length]
         full = full - context.mean(dim=1, keepdim=True)
+    if window_shift == "context_last":
+        full = full - context[:, -1:]
     lag_max = dm.max_lag
     for t in range(frames.shape[1]):
         for j, lag in enumerate(dm.lags):  # lag l of step t is x_{t-l}, not x_{t-l+1} (official off-by-one)
@@ -230,10 +232,11 @@ def test_python_api_forecasts_from_an_array_and_reloads_a_run(tmp_path: Path) ->
         module.forecast_array(values[:100, :2], start="2020-01-01", freq="H", prediction_length=6)
 
 
-def test_context_mean_shift_makes_forecasts_translation_equivariant(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window_shift", ["context_mean", "context_last"])
+def test_context_shift_makes_forecasts_translation_equivariant(tmp_path: Path, window_shift: str) -> None:
     write_csv(tmp_path / "a.csv")
     dm = make_dm(tmp_path / "a.csv")
-    module = tiny_model(dm, tmp_path / "run", "context_mean")
+    module = tiny_model(dm, tmp_path / "run", window_shift)
     w = dm.test_windows[0]
     history = torch.from_numpy(w.history[-(6 + 3) :])[None]
     feats = torch.from_numpy(dm.time_feat[w.end - 12 : w.end])[None]
@@ -245,4 +248,6 @@ def test_context_mean_shift_makes_forecasts_translation_equivariant(tmp_path: Pa
     )  # the model only sees values relative to the context
     batch = dm.train_set.get_batch(torch.tensor([0, 1]))
     frames = module.normalize_frames(batch)
-    torch.testing.assert_close(frames[:, : dm.context_length].mean(1), torch.zeros(2, 3), atol=1e-5, rtol=0)
+    context = frames[:, : dm.context_length]
+    centred = context.mean(1) if window_shift == "context_mean" else context[:, -1]
+    torch.testing.assert_close(centred, torch.zeros(2, 3), atol=1e-5, rtol=0)

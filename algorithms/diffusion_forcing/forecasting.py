@@ -17,7 +17,7 @@ from torch import Tensor
 from .module import DiffusionForcing
 from .sampler import Sampler
 
-WINDOW_SHIFTS = ("none", "context_mean")
+WINDOW_SHIFTS = ("none", "context_mean", "context_last")
 
 
 class ForecastingDiffusionForcing(DiffusionForcing):
@@ -26,7 +26,10 @@ class ForecastingDiffusionForcing(DiffusionForcing):
     ``window_shift="context_mean"`` subtracts, per window and dimension, the mean of the (normalised) context
     steps from every value the model sees (tokens and lags) and adds it back to the samples: the model then
     works relative to the recent level, which matters for trending series whose test range lies at the edge of
-    the training range. The shift uses the context only, never the forecast range.
+    the training range. ``window_shift="context_last"`` subtracts the last context value instead: the model then
+    forecasts increments from the last observation, the level a random walk's forecast is centred on (the naive
+    forecast). Either shift uses the context only, never the forecast range, so the forecasts are translation
+    equivariant per dimension.
     """
 
     def __init__(self, lags: Sequence[int], context_length: int, window_shift: str = "none", **kwargs: Any) -> None:
@@ -51,6 +54,8 @@ class ForecastingDiffusionForcing(DiffusionForcing):
         """Per-window offset ``(B, 1, D)`` from normalised context values ``(B, C, D)``."""
         if self.window_shift == "none":
             return torch.zeros_like(context[:, :1])
+        if self.window_shift == "context_last":
+            return context[:, -1:]
         return context.mean(dim=1, keepdim=True)
 
     def normalize_frames(self, batch: dict[str, Tensor]) -> Tensor:
