@@ -44,6 +44,7 @@ def tiny_model(dm: TimeSeriesDataModule, tmp_path: Path, window_shift: str = "no
         [
             "experiment=ts_exchange_cpu",
             f"algorithm.window_shift={window_shift}",
+            "algorithm.ema_decay=null",  # forecasting reads module.cell (no EMA copy), which the tests instrument
             "algorithm.backbone.z_dim=16",
             "algorithm.backbone.hidden_dim=32",
             "algorithm.backbone.num_gru_layers=1",
