@@ -191,10 +191,66 @@ def essential(overrides: list[str]) -> tuple[list[str], int]:
     return sorted(kept), seed
 
 
+# config keys that only move outputs or name a run, never change what it computes: ignored when comparing configs
+NEUTRAL_CONFIG_KEYS = ("paths", "logger", "output_dir", "name", "cluster", "trainer.enable_progress_bar", "hydra")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def _essential_config(config: dict[str, Any]) -> dict[str, Any]:
+    neutral = lambda key: any(key == k or key.startswith(k + ".") for k in NEUTRAL_CONFIG_KEYS)  # noqa: E731
+    return {k: v for k, v in _flatten(config).items() if not neutral(k)}
+
+
+def _is_seed_or_hydra(key: str) -> bool:
+    return key == "seed" or key.startswith("hydra.")
+
+
+def composed_config(overrides: list[str], seed: int) -> dict[str, Any]:
+    """The resolved configuration ``main.py`` builds from ``overrides`` and ``seed``, as plain containers (what a run
+    writes to its ``config.yaml``), composed without running anything."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    kept = [o for o in overrides if not _is_seed_or_hydra(o.split("=", 1)[0].lstrip("+~"))]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configurations"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*kept, f"seed={seed}", "output_dir=/adopt-check"])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def config_differences(source: Path, overrides: list[str], seed: int) -> list[str]:
+    """Where the finished run's resolved ``config.yaml`` differs from what the table run composes to today, up to the
+    keys in ``NEUTRAL_CONFIG_KEYS``: ``["key: run value != table value", ...]`` (empty when they are the same)."""
+    path = source / "config.yaml"
+    if not path.is_file():
+        return [f"{path} is missing, so the configurations cannot be compared"]
+    try:
+        got = _essential_config(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as err:
+        return [f"{path} is not valid YAML ({err})"]
+    want = _essential_config(composed_config(overrides, seed))
+    return [
+        f"{key}: {got.get(key, '<absent>')!r} != {want.get(key, '<absent>')!r}"
+        for key in sorted(set(got) | set(want))
+        if got.get(key, "<absent>") != want.get(key, "<absent>")
+    ]
+
+
 def adopt(table: Table, out: Path, spec: str, extra: list[str]) -> tuple[str, int]:
     """Take a run finished by hand, ``RUN:SEED=DIR``, into the table: allowed when its command line (``run_info.json``)
-    is the table run's overrides and that seed, up to options that only move outputs or logs; linked as
-    ``<out>/<run>/seed_<seed>``. Returns ``(run, seed)``."""
+    is the table run's overrides and that seed, up to options that only move outputs or logs, or else when its
+    resolved ``config.yaml`` equals the configuration the table run composes to for that seed (up to
+    ``NEUTRAL_CONFIG_KEYS``: another command that sets the same values); linked as ``<out>/<run>/seed_<seed>``.
+    Returns ``(run, seed)``."""
     try:
         head, folder = spec.split("=", 1)
         run, seed_text = head.split(":", 1)
@@ -211,10 +267,14 @@ def adopt(table: Table, out: Path, spec: str, extra: list[str]) -> tuple[str, in
     got, got_seed = essential(list(info.get("argv", [])))
     want, _ = essential([*table.runs[run], *extra])
     if got != want or got_seed != seed:
-        raise TableError(
-            f"--adopt {spec!r}: {source} ran {got} with seed {got_seed}, but run {run!r} of table {table.name} is "
-            f"{want} with seed {seed}; only a run of the same command can stand in for it"
-        )
+        differences = config_differences(source, [*table.runs[run], *extra], seed)
+        if differences:
+            shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+            raise TableError(
+                f"--adopt {spec!r}: {source} ran {got} with seed {got_seed}, but run {run!r} of table {table.name} "
+                f"is {want} with seed {seed}, and the resolved configurations differ ({shown}); only a run of the "
+                "same command or the same configuration can stand in for it"
+            )
     target = run_dir(out, run, seed)
     if target.is_symlink() and target.resolve() == source:
         return run, seed
@@ -284,7 +344,7 @@ def collect(
                 adopted.append(f"run {run}, seed {seed}: adopted from {d.resolve()} (commit {sha})")
     raw["adopted"] = adopted
     if adopted:
-        lines += ["", "Runs finished earlier by the same command, taken into this table (`--adopt`):", ""]
+        lines += ["", "Runs finished earlier by the same command or configuration, taken in (`--adopt`):", ""]
         lines += [f"- {a}" for a in adopted]
     if table.notes:
         lines += ["", table.notes.strip()]
@@ -305,7 +365,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--list", action="store_true", help="list the tables")
     parser.add_argument(
         "--adopt", action="append", default=[], metavar="RUN:SEED=DIR",
-        help="take a run finished earlier by the same command (its run_info.json argv) into the table",
+        help="take a run finished earlier by the same command (its run_info.json argv) or with the same resolved "
+        "configuration (its config.yaml) into the table",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.list or not args.table:

@@ -75,6 +75,35 @@ def test_runs_finished_by_hand_with_the_same_command_can_be_adopted(tmp_path: Pa
         reproduce.adopt(table, out, f"debug:0={twin}", [])
 
 
+def test_a_run_of_another_command_with_the_same_resolved_config_can_be_adopted(tmp_path: Path) -> None:
+    """A lever run that spells out a preset's values (another command line) stands in for the preset's run when the
+    config.yaml it wrote equals what the table run composes to; one changed value is refused and named."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.run import save_run_info
+
+    def hand_run(folder: Path, overrides: list[str]) -> Path:  # written as experiments.run writes it
+        with initialize_config_dir(config_dir=str(reproduce.PROJECT_ROOT / "configurations"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*overrides, f"output_dir={folder}"])
+        save_run_info(cfg, folder)
+        info = json.loads((folder / "run_info.json").read_text())
+        info.update(argv=["main.py", *overrides], wall_time_s=30.0)
+        (folder / "run_info.json").write_text(json.dumps(info))
+        (folder / "metrics.json").write_text(json.dumps({"val/loss": 0.25}))
+        return folder
+
+    table = reproduce.load_table("debug")  # run debug: [experiment=debug]
+    same = hand_run(tmp_path / "same", ["experiment=debug", "trainer.max_steps=20", "name=lever", "seed=1",
+                                        "paths.data_cache=/elsewhere"])  # fmt: skip
+    assert reproduce.adopt(table, tmp_path / "out", f"debug:1={same}", []) == ("debug", 1)
+    assert (tmp_path / "out" / "debug" / "seed_1").resolve() == same.resolve()
+    changed = hand_run(tmp_path / "changed", ["experiment=debug", "trainer.max_steps=21"])
+    with pytest.raises(reproduce.TableError, match=r"trainer\.max_steps: 21 != 20"):
+        reproduce.adopt(table, tmp_path / "out", f"debug:0={changed}", [])
+    with pytest.raises(reproduce.TableError, match=r"^(?=.*seed: 1 != 0).*same configuration"):
+        reproduce.adopt(table, tmp_path / "out2", f"debug:0={same}", [])  # that run is seed 1
+
+
 def test_runs_option_trains_and_reports_only_the_chosen_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--runs b``: only run b's rows, written beside the whole table's files; the whole table needs every run."""
     monkeypatch.setattr(reproduce, "TABLES_DIR", tmp_path)
