@@ -107,8 +107,12 @@ def test_transformer_part_measures_the_cache_and_the_long_rollout(tiny: benchmar
         assert row["cached_token_evaluations"] < row["recomputed_token_evaluations"]
     # one evaluation per step plus one commit per token (the start token is encoded from the observation)
     assert out["autoregressive"]["cached_token_evaluations"] == 6 * (5 + 1)
-    rollout = bench_transformer._long_rollout(case, marks=(60, 120))
-    assert rollout["120"]["s_per_token"] > 0 and rollout["rss_ratio_last_first"] > 0
+    rollout = bench_transformer._long_rollout(case, marks=(80, 130))
+    assert rollout["130"]["s_per_token"] > 0 and rollout["rss_ratio_last_first"] > 0
+    # only tokens made with a full 64-token window are timed: 66..80 at the first mark, the last 51 at the second
+    assert rollout["80"]["tokens_timed"] == 15 and rollout["130"]["tokens_timed"] == 51
+    with pytest.raises(ValueError, match="fewer than 10 tokens"):
+        bench_transformer._long_rollout(case, marks=(70,))
     ab = bench_transformer._branch_context_ab(case, rounds=2)
     assert ab["rebuilt_ms"] > 0 and ab["made_once_ms"] > 0
     table = "\n".join(
