@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.error import URLError
 
@@ -103,6 +104,34 @@ def test_gp_copula_archive_written_by_test(tmp_path):
     assert last_two.train.shape == (50, 2)
     np.testing.assert_array_equal(last_two.train, series.train[:, 1:])
     assert [t.shape for t in last_two.test_targets] == [(74, 2), (98, 2)]
+
+
+def test_runs_started_together_convert_a_shared_cache_once(tmp_path):
+    """Seeds launched side by side on one data cache: the first conversion holds the cache's lock, the others wait
+    for it and then read the converted copy (before the lock they raced and failed on half-extracted files)."""
+    _gp_copula_module()
+    from filelock import FileLock
+
+    rng = np.random.default_rng(2)
+    shared, cache = tmp_path / "shared", tmp_path / "cache"
+    shared.mkdir()
+    write_gp_copula_archive(shared, "solar_nips", rng.uniform(0, 5, (3, 40)).round(3), 2, 24, "2014-01-01 00:00:00")
+    code = (
+        "import sys; from pathlib import Path; from datasets.timeseries.sources import load_gluonts; "
+        "print('ready', flush=True); "
+        f"s = load_gluonts('solar_nips', Path({str(cache)!r}), Path({str(shared)!r})); print(s.train.shape)"
+    )
+    cache.mkdir()
+    lock = FileLock(str(cache / ".solar_nips.lock"))
+    with lock:  # held here: every loader must wait before touching the cache
+        procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                 for _ in range(3)]  # fmt: skip
+        assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 3  # imported, now loading
+        time.sleep(3)
+        assert all(p.poll() is None for p in procs) and not (cache / "solar_nips").exists()
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert all(o.strip().endswith("(40, 3)") for o in outputs), outputs
 
 
 def test_corrupt_archive_restores_downloader_and_leaves_no_cache(tmp_path):

@@ -197,7 +197,19 @@ def load_csv(
 
 
 def _get_dataset(name: str, cache: Path, archive: Path | None, shared: Path | None):
-    """``gluonts.dataset.repository.get_dataset(name, path=cache)``, fed from ``archive`` if given."""
+    """``gluonts.dataset.repository.get_dataset(name, path=cache)``, fed from ``archive`` if given. The first
+    conversion holds an inter-process lock on ``<cache>/.<name>.lock``, so runs started together (a multirun, a SLURM
+    array, several seeds by hand) convert once and the others wait and read the result."""
+    if (cache / name / "metadata.json").is_file():
+        return _get_dataset_unlocked(name, cache, archive, shared)
+    from filelock import FileLock
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / f".{name}.lock")):
+        return _get_dataset_unlocked(name, cache, archive, shared)
+
+
+def _get_dataset_unlocked(name: str, cache: Path, archive: Path | None, shared: Path | None):
     import importlib
 
     with warnings.catch_warnings():
