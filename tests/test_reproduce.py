@@ -157,7 +157,8 @@ def test_every_shipped_table_loads_and_its_runs_compose() -> None:
 
     names = reproduce.available_tables()
     assert {"debug", "maze2d_umaze_cpu", "maze2d_umaze_multi_cpu", "maze2d_medium_cpu", "compositional",
-            "ts_exchange_cpu", "ts_etth1_cpu", "video_maze_cpu", "robot_swap_state_cpu"} <= set(names)  # fmt: skip
+            "ts_exchange_cpu", "ts_etth1_cpu", "video_maze_cpu", "robot_swap_state_cpu",
+            "robot_swap_cpu"} <= set(names)  # fmt: skip
     with initialize_config_dir(config_dir=str(reproduce.PROJECT_ROOT / "configurations"), version_base="1.3"):
         for name in names:
             table = reproduce.load_table(name)
