@@ -24,14 +24,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scripts import benchmark as bench
 
+WINDOW = 64  # the cached tokens of the rolling window
 TRANSFORMER = [
     "algorithm/backbone=transformer",
     "algorithm.backbone.width=128",
     "algorithm.backbone.depth=3",
     "algorithm.backbone.heads=4",
-    "algorithm.backbone.window=64",
+    f"algorithm.backbone.window={WINDOW}",
 ]
-WINDOW = 64  # the cached tokens of TRANSFORMER's rolling window
 
 
 def maze_cases() -> tuple[bench.Case, bench.Case]:

@@ -209,10 +209,6 @@ def _essential_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in _flatten(config).items() if not neutral(k)}
 
 
-def _is_seed_or_hydra(key: str) -> bool:
-    return key == "seed" or key.startswith("hydra.")
-
-
 def composed_config(overrides: list[str], seed: int) -> dict[str, Any]:
     """The resolved configuration ``main.py`` builds from ``overrides`` and ``seed``, as plain containers (what a run
     writes to its ``config.yaml``), composed without running anything."""
@@ -220,7 +216,8 @@ def composed_config(overrides: list[str], seed: int) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    kept = [o for o in overrides if not _is_seed_or_hydra(o.split("=", 1)[0].lstrip("+~"))]
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    kept = [o for o, k in zip(overrides, keys) if k != "seed" and not k.startswith("hydra.")]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configurations"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*kept, f"seed={seed}", "output_dir=/adopt-check"])
