@@ -64,11 +64,22 @@ def _git_info() -> dict[str, Any]:
         return {"git_sha": None, "git_dirty": None}
 
 
+def _machine_info() -> dict[str, Any]:
+    """What the run ran on, for its record (``scripts.reproduce --record``): host, CPUs, torch threads, GPU."""
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"host": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu}
+
+
 def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config, git state and command line next to the checkpoints."""
+    """The resolved config, git state, command line, machine and start time next to the checkpoints."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = {"argv": sys.argv, "cwd": os.getcwd(), **_git_info()}
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    info = {"argv": sys.argv, "cwd": os.getcwd(), **_git_info(), "machine": _machine_info(), "started": started}
     write_json_atomic(run_dir / "run_info.json", info)
 
 

@@ -7,6 +7,7 @@
     python -m scripts.reproduce robot_swap_state_cpu --adopt df:0=outputs/my_run ...   # runs finished by hand
     python -m scripts.reproduce maze2d_umaze_cpu --out outputs/reproduce/umaze_eval --override 'tasks=[validation]' \
         --override 'load=outputs/umaze_s${seed}/checkpoints/last.ckpt'   # evaluate checkpoints trained earlier
+    python -m scripts.reproduce video_maze_cpu --runs df --seeds 1 --record   # keep the finished seed in records/
 
 A table is data: ``configurations/tables/<table>.yaml`` names its runs (Hydra overrides of ``main.py``) and its
 rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra multirun over the seeds,
@@ -19,6 +20,15 @@ mean (Student t), the mean success rate where the row names one, the mean wall t
 below the table, the command of every run.
 It is written to ``<out>/<table>.md`` with the raw per-seed values in ``<out>/<table>.json`` (default ``<out>``:
 ``outputs/reproduce/<table>``) and printed. Seeds whose run already finished are not run again, only collected.
+
+**The record archive** (``records/<table>/<run>/seed_<seed>/``, committed with the project; ``--records DIR`` for
+another, e.g. a folder shared by a cluster's users): ``--record`` keeps the three small files of every run the
+table collected (``metrics.json``, ``run_info.json`` with its commit, machine and wall time, and the resolved
+``config.yaml``), so a table whose runs do not fit on one machine or in one sitting is built up seed by seed. A
+seed with no finished run under ``<out>`` is collected from its record, but only while the record's ``config.yaml``
+equals the configuration the table run composes to today (up to ``NEUTRAL_CONFIG_KEYS``): a record of a preset
+that has changed since is stale, and that seed is trained again (``--collect`` stops and names the keys that
+differ). ``--no-records`` ignores the archive. The table lists the seeds that came from records, with their commits.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ import yaml
 from utils.paths import PROJECT_ROOT
 
 TABLES_DIR = PROJECT_ROOT / "configurations" / "tables"
+RECORDS_DIR = PROJECT_ROOT / "records"
+RECORD_FILES = ("metrics.json", "run_info.json", "config.yaml")
 LAUNCHERS = {"local": "cluster=local", "slurm": "cluster=slurm", "submitit_local": "cluster=submitit_local"}
 
 
@@ -166,13 +178,57 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         raise TableError(f"{path} is not valid JSON ({err}); rerun that seed") from None
 
 
-def finished(out: Path, run: str, seed: int) -> bool:
-    """A run counts as finished when it wrote its metrics and its wall time (``experiments.run``)."""
-    d = run_dir(out, run, seed)
+def record_dir(records: Path, table: str, run: str, seed: int) -> Path:
+    return records / table / run / f"seed_{seed}"
+
+
+def _finished_dir(d: Path) -> bool:
     try:
         return (d / "metrics.json").is_file() and "wall_time_s" in json.loads((d / "run_info.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def finished(out: Path, run: str, seed: int) -> bool:
+    """A run counts as finished when it wrote its metrics and its wall time (``experiments.run``)."""
+    return _finished_dir(run_dir(out, run, seed))
+
+
+@dataclass
+class Source:
+    """Where the finished files of one seed of one run are read from: ``run`` (a run under ``<out>``, trained or
+    ``--adopt``-ed) or ``record`` (the record archive)."""
+
+    path: Path
+    kind: str
+
+
+def locate(
+    table: Table, out: Path, records: Path | None, run: str, seed: int, extra: list[str]
+) -> tuple[Source | None, list[str]]:
+    """``(source, stale)``: the finished run under ``out``, else a record whose configuration is the table run's
+    today, else None; ``stale`` lists the differing keys of a record that could not be used (empty otherwise)."""
+    if finished(out, run, seed):
+        return Source(run_dir(out, run, seed), "run"), []
+    if records is None:
+        return None, []
+    rec = record_dir(records, table.name, run, seed)
+    if not _finished_dir(rec):
+        return None, []
+    differences = config_differences(rec, [*table.runs[run], *extra], seed)
+    return (None, differences) if differences else (Source(rec, "record"), [])
+
+
+def write_record(source: Path, target: Path) -> None:
+    """Copy a finished run's ``RECORD_FILES`` into the record folder ``target`` (each file replaced atomically)."""
+    missing = [name for name in RECORD_FILES if not (source / name).is_file()]
+    if missing:
+        raise TableError(f"{source} has no {', '.join(missing)}: a record needs all of {list(RECORD_FILES)}")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        tmp = target / f".{name}.tmp"
+        tmp.write_bytes((source / name).read_bytes())
+        tmp.replace(target / name)
 
 
 # overrides that change where a run writes or how it logs, never what it computes: ignored when adopting a run
@@ -209,9 +265,19 @@ def _essential_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in _flatten(config).items() if not neutral(k)}
 
 
+_COMPOSED: dict[tuple[tuple[str, ...], int], dict[str, Any]] = {}
+
+
 def composed_config(overrides: list[str], seed: int) -> dict[str, Any]:
     """The resolved configuration ``main.py`` builds from ``overrides`` and ``seed``, as plain containers (what a run
-    writes to its ``config.yaml``), composed without running anything."""
+    writes to its ``config.yaml``), composed without running anything (once per process for each argument)."""
+    key = (tuple(overrides), seed)
+    if key not in _COMPOSED:
+        _COMPOSED[key] = _compose(overrides, seed)
+    return _COMPOSED[key]
+
+
+def _compose(overrides: list[str], seed: int) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -283,9 +349,17 @@ def adopt(table: Table, out: Path, spec: str, extra: list[str]) -> tuple[str, in
 
 
 def collect(
-    table: Table, seeds: list[int], out: Path, commands: dict[str, str], reproduce_cmd: str = ""
+    table: Table,
+    seeds: list[int],
+    out: Path,
+    commands: dict[str, str],
+    reproduce_cmd: str = "",
+    sources: dict[tuple[str, int], Source] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The markdown table, and the raw per-seed values, from each run's ``metrics.json`` and ``run_info.json``."""
+    """The markdown table, and the raw per-seed values, from each run's ``metrics.json`` and ``run_info.json``: read
+    from ``sources[(run, seed)]`` where given (a record), else from ``<out>/<run>/seed_<seed>``."""
+    sources = sources or {}
+    where = lambda run, s: sources[(run, s)].path if (run, s) in sources else run_dir(out, run, s)  # noqa: E731
     raw: dict[str, Any] = {"table": table.name, "seeds": seeds, "rows": []}
     fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
     lines = [
@@ -300,7 +374,7 @@ def collect(
     for row in table.rows:
         values, success, walls = [], [], []
         for s in seeds:
-            d = run_dir(out, row.run, s)
+            d = where(row.run, s)
             metrics = _read_json(d / "metrics.json", f"run {row.run} seed {s}")
             if row.metric not in metrics:
                 raise TableError(
@@ -329,20 +403,28 @@ def collect(
         )
     lines += ["", "Commands, one Hydra multirun per run:", ""]
     lines += [f"- {run}: `{commands[run]}`" for run in table.runs]
-    adopted = []
+    adopted, recorded = [], []
     for run in table.runs:
         for seed in seeds:
-            d = run_dir(out, run, seed)
-            if d.is_symlink():
-                info = _read_json(d / "run_info.json", f"run {run} seed {seed}")
-                sha = str(info.get("git_sha", "unknown"))[:7] + (
-                    ", uncommitted changes" if info.get("git_dirty") else ""
-                )
+            d = where(run, seed)
+            if not (d.is_symlink() or (run, seed) in sources):
+                continue
+            info = _read_json(d / "run_info.json", f"run {run} seed {seed}")
+            sha = str(info.get("git_sha", "unknown"))[:7] + (", uncommitted changes" if info.get("git_dirty") else "")
+            if (run, seed) in sources:
+                machine = info.get("machine") or {}
+                on = f", {machine['host']}, {machine.get('cpus')} CPUs" if machine.get("host") else ""
+                started = f", started {info['started']}" if info.get("started") else ""
+                recorded.append(f"run {run}, seed {seed}: the record {d} (commit {sha}{on}{started})")
+            else:
                 adopted.append(f"run {run}, seed {seed}: adopted from {d.resolve()} (commit {sha})")
-    raw["adopted"] = adopted
+    raw["adopted"], raw["recorded"] = adopted, recorded
     if adopted:
         lines += ["", "Runs finished earlier by the same command or configuration, taken in (`--adopt`):", ""]
         lines += [f"- {a}" for a in adopted]
+    if recorded:
+        lines += ["", "Seeds collected from the record archive (the same resolved configuration as today's run):", ""]
+        lines += [f"- {r}" for r in recorded]
     if table.notes:
         lines += ["", table.notes.strip()]
     return "\n".join(lines) + "\n", raw
@@ -365,6 +447,13 @@ def main(argv: list[str] | None = None) -> str:
         help="take a run finished earlier by the same command (its run_info.json argv) or with the same resolved "
         "configuration (its config.yaml) into the table",
     )  # fmt: skip
+    parser.add_argument(
+        "--records", default=str(RECORDS_DIR), help="the record archive (default: records/ in the project)"
+    )
+    parser.add_argument("--no-records", action="store_true", help="neither read nor write the record archive")
+    parser.add_argument(
+        "--record", action="store_true", help="after collecting, keep every collected run's files in the archive"
+    )
     args = parser.parse_args(argv)
     if args.list or not args.table:
         listing = "\n".join(available_tables())
@@ -375,14 +464,32 @@ def main(argv: list[str] | None = None) -> str:
         table = select_runs(full, args.runs)
         seeds = table.seeds if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
         out = Path(args.out or PROJECT_ROOT / "outputs" / "reproduce" / table.name).resolve()
+        records = None if args.no_records else Path(args.records).expanduser().resolve()
+        if args.record and records is None:
+            raise TableError("--record and --no-records contradict each other; drop one")
         for spec in args.adopt:
             adopt(full, out, spec, args.override)
-        commands = {}
+        commands, sources = {}, {}
         for run in table.runs:
             cmd = multirun_command(table, run, seeds, out, args.launcher, args.override)
             commands[run] = shlex.join(["python", *cmd[1:]])
-            todo = [s for s in seeds if not finished(out, run, s)]
-            if not args.collect and todo:  # runs already finished are only collected
+            todo = []
+            for s in seeds:
+                source, stale = locate(table, out, records, run, s, args.override)
+                if source is None:
+                    todo.append(s)
+                    if stale:
+                        shown = "; ".join(stale[:6]) + (f"; and {len(stale) - 6} more" if len(stale) > 6 else "")
+                        if args.collect:
+                            raise TableError(
+                                f"run {run!r} seed {s}: the record {record_dir(records, table.name, run, s)} was made "
+                                f"with another configuration ({shown}); rerun without --collect to train this seed "
+                                "again, or delete the stale record"
+                            )
+                        print(f"[reproduce] run {run} seed {s}: the record is stale ({shown}); training it", flush=True)
+                elif source.kind == "record":
+                    sources[(run, s)] = source
+            if not args.collect and todo:  # runs already finished, or recorded, are only collected
                 cmd = multirun_command(table, run, todo, out, args.launcher, args.override)
                 print(f"[reproduce] {shlex.join(['python', *cmd[1:]])}", flush=True)
                 done = subprocess.run(cmd, cwd=PROJECT_ROOT)
@@ -395,7 +502,13 @@ def main(argv: list[str] | None = None) -> str:
             again += ["--launcher", args.launcher]
         for override in args.override:
             again += ["--override", override]
-        markdown, raw = collect(table, seeds, out, commands, shlex.join(again))
+        markdown, raw = collect(table, seeds, out, commands, shlex.join(again), sources)
+        if args.record:
+            for run in table.runs:
+                for s in seeds:
+                    if (run, s) not in sources:
+                        write_record(run_dir(out, run, s), record_dir(records, table.name, run, s))
+            print(f"[reproduce] recorded the runs of {sorted(table.runs)} under {records / table.name}", flush=True)
     except (TableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -75,23 +75,25 @@ def test_runs_finished_by_hand_with_the_same_command_can_be_adopted(tmp_path: Pa
         reproduce.adopt(table, out, f"debug:0={twin}", [])
 
 
-def test_a_run_of_another_command_with_the_same_resolved_config_can_be_adopted(tmp_path: Path) -> None:
-    """A lever run that spells out a preset's values (another command line) stands in for the preset's run when the
-    config.yaml it wrote equals what the table run composes to; one changed value is refused and named."""
+def hand_run(folder: Path, overrides: list[str], loss: float = 0.25) -> Path:
+    """A finished run with its config.yaml and run info written as ``experiments.run`` writes them."""
     from hydra import compose, initialize_config_dir
 
     from experiments.run import save_run_info
 
-    def hand_run(folder: Path, overrides: list[str]) -> Path:  # written as experiments.run writes it
-        with initialize_config_dir(config_dir=str(reproduce.PROJECT_ROOT / "configurations"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*overrides, f"output_dir={folder}"])
-        save_run_info(cfg, folder)
-        info = json.loads((folder / "run_info.json").read_text())
-        info.update(argv=["main.py", *overrides], wall_time_s=30.0)
-        (folder / "run_info.json").write_text(json.dumps(info))
-        (folder / "metrics.json").write_text(json.dumps({"val/loss": 0.25}))
-        return folder
+    with initialize_config_dir(config_dir=str(reproduce.PROJECT_ROOT / "configurations"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, f"output_dir={folder}"])
+    save_run_info(cfg, folder)
+    info = json.loads((folder / "run_info.json").read_text())
+    info.update(argv=["main.py", *overrides], wall_time_s=30.0)
+    (folder / "run_info.json").write_text(json.dumps(info))
+    (folder / "metrics.json").write_text(json.dumps({"val/loss": loss, "train/loss": 2 * loss}))
+    return folder
 
+
+def test_a_run_of_another_command_with_the_same_resolved_config_can_be_adopted(tmp_path: Path) -> None:
+    """A lever run that spells out a preset's values (another command line) stands in for the preset's run when the
+    config.yaml it wrote equals what the table run composes to; one changed value is refused and named."""
     table = reproduce.load_table("debug")  # run debug: [experiment=debug]
     same = hand_run(tmp_path / "same", ["experiment=debug", "trainer.max_steps=20", "name=lever", "seed=1",
                                         "paths.data_cache=/elsewhere"])  # fmt: skip
@@ -102,6 +104,62 @@ def test_a_run_of_another_command_with_the_same_resolved_config_can_be_adopted(t
         reproduce.adopt(table, tmp_path / "out", f"debug:0={changed}", [])
     with pytest.raises(reproduce.TableError, match=r"^(?=.*seed: 1 != 0).*same configuration"):
         reproduce.adopt(table, tmp_path / "out2", f"debug:0={same}", [])  # that run is seed 1
+
+
+def test_records_carry_a_table_across_machines_and_a_stale_record_is_trained_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--record`` keeps each collected seed's files; another output folder (another machine, a later session) then
+    collects the table from the records alone; a record whose configuration is no longer the table run's is not
+    used: ``--collect`` names the differing key, a plain run trains that seed again."""
+    records, first = tmp_path / "records", tmp_path / "first"
+    for seed, loss in [(0, 0.25), (1, 0.75)]:  # seed 0 as its run writes it, seed 1 by another command (adopted)
+        hand_run(first / "debug" / f"seed_{seed}", ["experiment=debug", "trainer.enable_progress_bar=false",
+                                                    f"seed={seed}", "logger=csv"], loss)  # fmt: skip
+    args = ["debug", "--seeds", "0,1", "--records", str(records)]
+    made = reproduce.main([*args, "--out", str(first), "--collect", "--record"])
+    assert "| validation loss | 0.25 | 0.75 |" in made and "record archive" not in made
+    for seed in (0, 1):
+        kept = reproduce.record_dir(records, "debug", "debug", seed)
+        assert sorted(p.name for p in kept.iterdir()) == sorted(reproduce.RECORD_FILES)
+        assert (kept / "metrics.json").read_text() == (first / "debug" / f"seed_{seed}" / "metrics.json").read_text()
+    info = json.loads((records / "debug" / "debug" / "seed_0" / "run_info.json").read_text())
+    assert info["machine"]["cpus"] >= 1 and info["started"]
+    # a new machine: nothing under its --out, the records alone make the same table
+    again = reproduce.main([*args, "--out", str(tmp_path / "second"), "--collect"])
+    assert "| validation loss | 0.25 | 0.75 |" in again
+    assert f"run debug, seed 1: the record {records / 'debug' / 'debug' / 'seed_1'} (commit" in again
+    assert not (tmp_path / "second" / "debug").exists()
+    with pytest.raises(SystemExit):  # --no-records: the seeds are missing
+        reproduce.main([*args, "--out", str(tmp_path / "third"), "--collect", "--no-records"])
+    # the preset changed since seed 1 was recorded: its record is stale
+    stale = records / "debug" / "debug" / "seed_1" / "config.yaml"
+    stale.write_text(stale.read_text().replace("max_steps: 20", "max_steps: 21"))
+    table = reproduce.load_table("debug")
+    source, differences = reproduce.locate(table, tmp_path / "second", records, "debug", 1, [])
+    assert source is None and differences == ["trainer.max_steps: 21 != 20"]
+    assert reproduce.locate(table, tmp_path / "second", records, "debug", 0, [])[0].kind == "record"
+    with pytest.raises(SystemExit):
+        reproduce.main([*args, "--out", str(tmp_path / "second"), "--collect"])
+    error = capsys.readouterr().err
+    assert "seed_1 was made with another configuration (trainer.max_steps: 21 != 20)" in error
+    assert "rerun without --collect" in error
+    trained: list[list[str]] = []
+
+    real_run = reproduce.subprocess.run
+
+    def fake_train(cmd: list[str], **kwargs: object) -> object:  # stands in for the Hydra multirun of the stale seed
+        if cmd[0] == "git":  # experiments.run's own git query goes through
+            return real_run(cmd, **kwargs)
+        trained.append(cmd)
+        hand_run(tmp_path / "second" / "debug" / "seed_1", ["experiment=debug", "seed=1"], 0.5)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(reproduce.subprocess, "run", fake_train)
+    fresh = reproduce.main([*args, "--out", str(tmp_path / "second")])
+    assert len(trained) == 1 and "seed=1" in trained[0] and "seed=0,1" not in trained[0]
+    assert "| validation loss | 0.25 | 0.5 |" in fresh and "run debug, seed 0: the record" in fresh
+    assert "seed 1: the record" not in fresh
 
 
 def test_runs_option_trains_and_reports_only_the_chosen_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,6 +208,10 @@ def test_bad_tables_and_missing_runs_get_clear_errors(tmp_path: Path, monkeypatc
     with pytest.raises(reproduce.TableError, match="metrics.json is missing"):
         reproduce.collect(table, [0], tmp_path / "o", {"a": "cmd"})
     assert not reproduce.finished(tmp_path / "o", "a", 0)
+    bare = finished_run(tmp_path / "bare", ["main.py", "experiment=debug"], 0.5)  # no config.yaml: cannot be checked
+    with pytest.raises(reproduce.TableError, match=r"has no config\.yaml: a record needs all of"):
+        reproduce.write_record(bare, tmp_path / "records" / "t" / "a" / "seed_0")
+    assert not (tmp_path / "records").exists()
 
 
 def test_every_shipped_table_loads_and_its_runs_compose() -> None:
