@@ -277,7 +277,7 @@ def composed_config(overrides: list[str], seed: int) -> dict[str, Any]:
     return _COMPOSED[key]
 
 
-def _compose(overrides: list[str], seed: int) -> dict[str, Any]:
+def _compose(overrides: list[str], seed: int) -> dict[str, Any]:  # the uncached composition
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -297,10 +297,14 @@ def config_differences(source: Path, overrides: list[str], seed: int) -> list[st
     if not path.is_file():
         return [f"{path} is missing, so the configurations cannot be compared"]
     try:
-        got = _essential_config(yaml.safe_load(path.read_text()) or {})
+        run_config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         return [f"{path} is not valid YAML ({err})"]
-    want = _essential_config(composed_config(overrides, seed))
+    got = _essential_config(run_config)
+    # composed with the run's own folders, so that values made from them (a dataset's data_dir under
+    # paths.data_cache) compare equal on another machine
+    folders = [f'paths.{k}="{v}"' for k, v in (run_config.get("paths") or {}).items() if isinstance(v, str)]
+    want = _essential_config(composed_config([*overrides, *folders], seed))
     return [
         f"{key}: {got.get(key, '<absent>')!r} != {want.get(key, '<absent>')!r}"
         for key in sorted(set(got) | set(want))
@@ -415,7 +419,8 @@ def collect(
                 machine = info.get("machine") or {}
                 on = f", {machine['host']}, {machine.get('cpus')} CPUs" if machine.get("host") else ""
                 started = f", started {info['started']}" if info.get("started") else ""
-                recorded.append(f"run {run}, seed {seed}: the record {d} (commit {sha}{on}{started})")
+                shown = d.relative_to(PROJECT_ROOT) if d.is_relative_to(PROJECT_ROOT) else d
+                recorded.append(f"run {run}, seed {seed}: the record {shown} (commit {sha}{on}{started})")
             else:
                 adopted.append(f"run {run}, seed {seed}: adopted from {d.resolve()} (commit {sha})")
     raw["adopted"], raw["recorded"] = adopted, recorded

@@ -144,6 +144,16 @@ def test_records_carry_a_table_across_machines_and_a_stale_record_is_trained_aga
     error = capsys.readouterr().err
     assert "seed_1 was made with another configuration (trainer.max_steps: 21 != 20)" in error
     assert "rerun without --collect" in error
+    # a record made on a machine with other folders: values built from paths.* (a dataset's data_dir) still match
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "robot.yaml").write_text("runs: {df: [experiment=robot_swap_state_cpu]}\n"
+                                                    "rows: [{label: x, run: df, metric: val/loss}]\n")  # fmt: skip
+    elsewhere = ["experiment=robot_swap_state_cpu", "paths.data_cache=/other/machine/cache", "seed=2"]
+    hand_run(reproduce.record_dir(records, "robot", "df", 2), elsewhere)
+    with monkeypatch.context() as patch:
+        patch.setattr(reproduce, "TABLES_DIR", tmp_path / "tables")
+        robot = reproduce.load_table("robot")
+    assert reproduce.locate(robot, tmp_path / "o", records, "df", 2, [])[0].kind == "record"
     trained: list[list[str]] = []
 
     real_run = reproduce.subprocess.run
