@@ -194,29 +194,26 @@ def finished(out: Path, run: str, seed: int) -> bool:
     return _finished_dir(run_dir(out, run, seed))
 
 
-@dataclass
-class Source:
-    """Where the finished files of one seed of one run are read from: ``run`` (a run under ``<out>``, trained or
-    ``--adopt``-ed) or ``record`` (the record archive)."""
-
-    path: Path
-    kind: str
-
-
 def locate(
     table: Table, out: Path, records: Path | None, run: str, seed: int, extra: list[str]
-) -> tuple[Source | None, list[str]]:
-    """``(source, stale)``: the finished run under ``out``, else a record whose configuration is the table run's
+) -> tuple[Path | None, list[str]]:
+    """``(folder, stale)``: the finished run under ``out``, else a record whose configuration is the table run's
     today, else None; ``stale`` lists the differing keys of a record that could not be used (empty otherwise)."""
     if finished(out, run, seed):
-        return Source(run_dir(out, run, seed), "run"), []
+        return run_dir(out, run, seed), []
     if records is None:
         return None, []
     rec = record_dir(records, table.name, run, seed)
     if not _finished_dir(rec):
         return None, []
     differences = config_differences(rec, [*table.runs[run], *extra], seed)
-    return (None, differences) if differences else (Source(rec, "record"), [])
+    return (None, differences) if differences else (rec, [])
+
+
+def _shown(differences: list[str]) -> str:
+    """The first differences of two configurations, for an error message."""
+    more = len(differences) - 6
+    return "; ".join(differences[:6]) + (f"; and {more} more" if more > 0 else "")
 
 
 def write_record(source: Path, target: Path) -> None:
@@ -336,11 +333,10 @@ def adopt(table: Table, out: Path, spec: str, extra: list[str]) -> tuple[str, in
     if got != want or got_seed != seed:
         differences = config_differences(source, [*table.runs[run], *extra], seed)
         if differences:
-            shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
             raise TableError(
                 f"--adopt {spec!r}: {source} ran {got} with seed {got_seed}, but run {run!r} of table {table.name} "
-                f"is {want} with seed {seed}, and the resolved configurations differ ({shown}); only a run of the "
-                "same command or the same configuration can stand in for it"
+                f"is {want} with seed {seed}, and the resolved configurations differ ({_shown(differences)}); only a "
+                "run of the same command or the same configuration can stand in for it"
             )
     target = run_dir(out, run, seed)
     if target.is_symlink() and target.resolve() == source:
@@ -358,12 +354,12 @@ def collect(
     out: Path,
     commands: dict[str, str],
     reproduce_cmd: str = "",
-    sources: dict[tuple[str, int], Source] | None = None,
+    records: dict[tuple[str, int], Path] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The markdown table, and the raw per-seed values, from each run's ``metrics.json`` and ``run_info.json``: read
-    from ``sources[(run, seed)]`` where given (a record), else from ``<out>/<run>/seed_<seed>``."""
-    sources = sources or {}
-    where = lambda run, s: sources[(run, s)].path if (run, s) in sources else run_dir(out, run, s)  # noqa: E731
+    from ``records[(run, seed)]`` where given (a record's folder), else from ``<out>/<run>/seed_<seed>``."""
+    records = records or {}
+    where = lambda run, s: records.get((run, s), run_dir(out, run, s))  # noqa: E731
     raw: dict[str, Any] = {"table": table.name, "seeds": seeds, "rows": []}
     fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
     lines = [
@@ -411,11 +407,11 @@ def collect(
     for run in table.runs:
         for seed in seeds:
             d = where(run, seed)
-            if not (d.is_symlink() or (run, seed) in sources):
+            if not (d.is_symlink() or (run, seed) in records):
                 continue
             info = _read_json(d / "run_info.json", f"run {run} seed {seed}")
             sha = str(info.get("git_sha", "unknown"))[:7] + (", uncommitted changes" if info.get("git_dirty") else "")
-            if (run, seed) in sources:
+            if (run, seed) in records:
                 machine = info.get("machine") or {}
                 on = f", {machine['host']}, {machine.get('cpus')} CPUs" if machine.get("host") else ""
                 started = f", started {info['started']}" if info.get("started") else ""
@@ -474,17 +470,17 @@ def main(argv: list[str] | None = None) -> str:
             raise TableError("--record and --no-records contradict each other; drop one")
         for spec in args.adopt:
             adopt(full, out, spec, args.override)
-        commands, sources = {}, {}
+        commands, recorded = {}, {}
         for run in table.runs:
             cmd = multirun_command(table, run, seeds, out, args.launcher, args.override)
             commands[run] = shlex.join(["python", *cmd[1:]])
             todo = []
             for s in seeds:
-                source, stale = locate(table, out, records, run, s, args.override)
-                if source is None:
+                folder, stale = locate(table, out, records, run, s, args.override)
+                if folder is None:
                     todo.append(s)
                     if stale:
-                        shown = "; ".join(stale[:6]) + (f"; and {len(stale) - 6} more" if len(stale) > 6 else "")
+                        shown = _shown(stale)
                         if args.collect:
                             raise TableError(
                                 f"run {run!r} seed {s}: the record {record_dir(records, table.name, run, s)} was made "
@@ -492,8 +488,8 @@ def main(argv: list[str] | None = None) -> str:
                                 "again, or delete the stale record"
                             )
                         print(f"[reproduce] run {run} seed {s}: the record is stale ({shown}); training it", flush=True)
-                elif source.kind == "record":
-                    sources[(run, s)] = source
+                elif not finished(out, run, s):  # a record
+                    recorded[(run, s)] = folder
             if not args.collect and todo:  # runs already finished, or recorded, are only collected
                 cmd = multirun_command(table, run, todo, out, args.launcher, args.override)
                 print(f"[reproduce] {shlex.join(['python', *cmd[1:]])}", flush=True)
@@ -507,11 +503,11 @@ def main(argv: list[str] | None = None) -> str:
             again += ["--launcher", args.launcher]
         for override in args.override:
             again += ["--override", override]
-        markdown, raw = collect(table, seeds, out, commands, shlex.join(again), sources)
+        markdown, raw = collect(table, seeds, out, commands, shlex.join(again), recorded)
         if args.record:
             for run in table.runs:
                 for s in seeds:
-                    if (run, s) not in sources:
+                    if (run, s) not in recorded:
                         write_record(run_dir(out, run, s), record_dir(records, table.name, run, s))
             print(f"[reproduce] recorded the runs of {sorted(table.runs)} under {records / table.name}", flush=True)
     except (TableError, ValueError) as err:

@@ -138,7 +138,9 @@ def test_records_carry_a_table_across_machines_and_a_stale_record_is_trained_aga
     table = reproduce.load_table("debug")
     source, differences = reproduce.locate(table, tmp_path / "second", records, "debug", 1, [])
     assert source is None and differences == ["trainer.max_steps: 21 != 20"]
-    assert reproduce.locate(table, tmp_path / "second", records, "debug", 0, [])[0].kind == "record"
+    assert reproduce.locate(table, tmp_path / "second", records, "debug", 0, [])[0] == reproduce.record_dir(
+        records, "debug", "debug", 0
+    )
     with pytest.raises(SystemExit):
         reproduce.main([*args, "--out", str(tmp_path / "second"), "--collect"])
     error = capsys.readouterr().err
@@ -153,7 +155,9 @@ def test_records_carry_a_table_across_machines_and_a_stale_record_is_trained_aga
     with monkeypatch.context() as patch:
         patch.setattr(reproduce, "TABLES_DIR", tmp_path / "tables")
         robot = reproduce.load_table("robot")
-    assert reproduce.locate(robot, tmp_path / "o", records, "df", 2, [])[0].kind == "record"
+    assert reproduce.locate(robot, tmp_path / "o", records, "df", 2, [])[0] == reproduce.record_dir(
+        records, "robot", "df", 2
+    )
     trained: list[list[str]] = []
 
     real_run = reproduce.subprocess.run
