@@ -14,6 +14,12 @@ rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra mult
 
     python main.py -m <overrides> seed=0,1,2 hydra.sweep.dir=<out>/<run> hydra.sweep.subdir=seed_${seed}
 
+An **evaluation run**, ``name: {evaluate: <run>, overrides: [...]}``, trains nothing: it evaluates the checkpoint of
+another run of the table, seed by seed, with evaluation overrides added (``<run>``'s overrides, then these, then
+``tasks=`` the run's tasks without training and ``load=<out>/<run>/seed_${seed}/checkpoints/last.ckpt``, or
+``best.ckpt`` where the run monitors a metric, as its own evaluation after training does). Trained runs go first;
+a seed whose checkpoint is not under ``<out>`` (its values came from a record) is trained there again first.
+
 so ``--launcher slurm`` submits one job per seed (``cluster=slurm``; set the partition with ``--override``).
 The table holds, per row: the value of each seed, mean ± std over seeds (sample std), the 95 % interval of the
 mean (Student t), the mean success rate where the row names one, the mean wall time of a run and its run;
@@ -74,6 +80,7 @@ class Table:
     rows: list[Row]
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # evaluation run -> the run whose checkpoints it evaluates
 
 
 def table_path(name: str) -> Path:
@@ -96,14 +103,34 @@ def load_table(name: str) -> Table:
     unknown = set(spec) - {"title", "seeds", "runs", "rows", "notes"}
     if unknown:
         raise TableError(f"{path}: unknown keys {sorted(unknown)}; allowed: title, seeds, runs, rows, notes")
-    runs = spec.get("runs") or {}
-    if not isinstance(runs, dict) or not runs:
+    spec_runs = spec.get("runs") or {}
+    if not isinstance(spec_runs, dict) or not spec_runs:
         raise TableError(f"{path}: 'runs' must map run names to lists of main.py overrides")
-    for run, overrides in runs.items():
+    runs: dict[str, list[str]] = {}
+    sources: dict[str, str] = {}
+    for run, value in spec_runs.items():
+        if isinstance(value, dict):  # an evaluation run of another run's checkpoints
+            source, overrides = value.get("evaluate"), value.get("overrides", [])
+            source_value = spec_runs.get(source) if isinstance(source, str) else None  # a trained run: a list
+            if set(value) - {"evaluate", "overrides"} or not isinstance(source_value, list):
+                raise TableError(
+                    f"{path}: runs.{run} must be {{evaluate: <a trained run of this table>, overrides: [...]}}; "
+                    f"trained runs: {sorted(r for r, v in spec_runs.items() if not isinstance(v, dict))}"
+                )
+            if any(o.split("=")[0].lstrip("+~") in ("load", "resume") for o in overrides):
+                raise TableError(
+                    f"{path}: runs.{run} must not set load or resume; the script loads {source}'s checkpoint"
+                )
+            sources[run] = source
+        else:
+            overrides = value
         if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
             raise TableError(f"{path}: runs.{run} must be a list of overrides such as 'experiment=debug'")
         if any(o.split("=")[0].lstrip("+~") in ("seed", "hydra.sweep.dir", "hydra.sweep.subdir") for o in overrides):
             raise TableError(f"{path}: runs.{run} must not set seed or hydra.sweep.*; the script sets them")
+        runs[run] = list(overrides)
+    for run, source in sources.items():
+        runs[run] = [*runs[source], *runs[run]]
     rows = []
     for i, row in enumerate(spec.get("rows") or []):
         missing = {"label", "run", "metric"} - set(row)
@@ -120,20 +147,23 @@ def load_table(name: str) -> Table:
     if not rows:
         raise TableError(f"{path}: 'rows' is empty")
     seeds = spec.get("seeds", [0, 1, 2])
-    return Table(name, str(spec.get("title", name)), [int(s) for s in seeds], runs, rows, str(spec.get("notes", "")))
+    title, notes = str(spec.get("title", name)), str(spec.get("notes", ""))
+    return Table(name, title, [int(s) for s in seeds], runs, rows, notes, sources=sources)
 
 
 def select_runs(table: Table, runs: str | None) -> Table:
-    """The table restricted to the comma-separated ``runs`` and their rows (``--runs``); the whole table for None."""
+    """The table restricted to the comma-separated ``runs`` and their rows (``--runs``), keeping the runs whose
+    checkpoints a chosen evaluation run reads; the whole table for None."""
     if runs is None:
         return table
     chosen = [r.strip() for r in runs.split(",") if r.strip()]
     unknown = [r for r in chosen if r not in table.runs]
     if unknown or not chosen:
         raise TableError(f"--runs {runs!r}: table {table.name} has the runs {sorted(table.runs)}")
+    needed = set(chosen) | {table.sources[r] for r in chosen if r in table.sources}  # an evaluation needs its source
     return replace(
         table,
-        runs={r: table.runs[r] for r in table.runs if r in chosen},
+        runs={r: table.runs[r] for r in table.runs if r in needed},
         rows=[row for row in table.rows if row.run in chosen],
     )
 
@@ -143,10 +173,47 @@ def multirun_command(table: Table, run: str, seeds: list[int], out: Path, launch
     if launcher not in LAUNCHERS:
         raise TableError(f"unknown --launcher {launcher!r}; choose one of {sorted(LAUNCHERS)}")
     return [
-        sys.executable, "main.py", "-m", *table.runs[run], *extra, LAUNCHERS[launcher],
-        f"seed={','.join(str(s) for s in seeds)}",
-        f"hydra.sweep.dir={out / run}", "hydra.sweep.subdir=seed_${seed}",
+        sys.executable, "main.py", "-m", *run_overrides(table, run, out, extra), LAUNCHERS[launcher],
+        f"seed={','.join(str(s) for s in seeds)}", f"hydra.sweep.dir={out / run}", "hydra.sweep.subdir=seed_${seed}",
     ]  # fmt: skip
+
+
+def run_overrides(table: Table, run: str, out: Path, extra: list[str]) -> list[str]:
+    """Every override of a run's command but its seed and launcher: the table's, an evaluation run's tasks and load,
+    and the command line's ``--override``s."""
+    return [*table.runs[run], *evaluation_overrides(table, run, out, extra), *extra]
+
+
+def source_checkpoint(table: Table, run: str, extra: list[str]) -> tuple[str, list[str]]:
+    """``(checkpoint file name, tasks)`` of an evaluation run: the file its source's own evaluation after training
+    reads (``best.ckpt`` when the source monitors a metric, else ``last.ckpt``) and the source's tasks other than
+    training, unless the evaluation run sets ``tasks`` itself."""
+    source = table.sources[run]
+    config = composed_config([*table.runs[source], *extra], 0)
+    name = "best.ckpt" if (config.get("checkpoint") or {}).get("monitor") else "last.ckpt"
+    tasks = [t for t in config.get("tasks") or [] if t != "training"]
+    if not tasks:
+        raise TableError(
+            f"run {run!r} evaluates {source!r}, whose tasks are only training: set tasks= in its overrides"
+        )
+    return name, tasks
+
+
+def evaluation_overrides(table: Table, run: str, out: Path, extra: list[str]) -> list[str]:
+    """What an evaluation run adds to its overrides: its tasks and the source checkpoint of each seed (none for a
+    trained run)."""
+    if run not in table.sources:
+        return []
+    name, tasks = source_checkpoint(table, run, extra)
+    own = table.runs[run][len(table.runs[table.sources[run]]) :]  # after the source's overrides (load_table)
+    sets_tasks = any(o.split("=", 1)[0].lstrip("+~") == "tasks" for o in own)
+    load = f"load={run_dir(out, table.sources[run], 0).parent}/seed_${{seed}}/checkpoints/{name}"
+    return [load] if sets_tasks else [f"tasks=[{','.join(tasks)}]", load]
+
+
+def checkpoint_path(table: Table, run: str, out: Path, seed: int, extra: list[str]) -> Path:
+    """The source checkpoint that evaluation run ``run`` reads for ``seed``."""
+    return run_dir(out, table.sources[run], seed) / "checkpoints" / source_checkpoint(table, run, extra)[0]
 
 
 def run_dir(out: Path, run: str, seed: int) -> Path:
@@ -206,8 +273,14 @@ def locate(
     rec = record_dir(records, table.name, run, seed)
     if not _finished_dir(rec):
         return None, []
-    differences = config_differences(rec, [*table.runs[run], *extra], seed)
+    differences = config_differences(rec, run_overrides(table, run, out, extra), seed, ignored(table, run))
     return (None, differences) if differences else (rec, [])
+
+
+def ignored(table: Table, run: str) -> tuple[str, ...]:
+    """Config keys that may differ between two runs of ``run`` of the table: an evaluation run's ``load`` is its
+    source's checkpoint of the same seed, wherever that was written."""
+    return ("load",) if run in table.sources else ()
 
 
 def _shown(differences: list[str]) -> str:
@@ -287,9 +360,10 @@ def _compose(overrides: list[str], seed: int) -> dict[str, Any]:  # the uncached
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def config_differences(source: Path, overrides: list[str], seed: int) -> list[str]:
+def config_differences(source: Path, overrides: list[str], seed: int, ignore: tuple[str, ...] = ()) -> list[str]:
     """Where the finished run's resolved ``config.yaml`` differs from what the table run composes to today, up to the
-    keys in ``NEUTRAL_CONFIG_KEYS``: ``["key: run value != table value", ...]`` (empty when they are the same)."""
+    keys in ``NEUTRAL_CONFIG_KEYS`` and ``ignore``: ``["key: run value != table value", ...]`` (empty when they are the
+    same)."""
     path = source / "config.yaml"
     if not path.is_file():
         return [f"{path} is missing, so the configurations cannot be compared"]
@@ -305,7 +379,7 @@ def config_differences(source: Path, overrides: list[str], seed: int) -> list[st
     return [
         f"{key}: {got.get(key, '<absent>')!r} != {want.get(key, '<absent>')!r}"
         for key in sorted(set(got) | set(want))
-        if got.get(key, "<absent>") != want.get(key, "<absent>")
+        if got.get(key, "<absent>") != want.get(key, "<absent>") and key not in ignore
     ]
 
 
@@ -329,9 +403,10 @@ def adopt(table: Table, out: Path, spec: str, extra: list[str]) -> tuple[str, in
     if "wall_time_s" not in info:
         raise TableError(f"--adopt {spec!r}: {source} did not finish (run_info.json has no wall_time_s)")
     got, got_seed = essential(list(info.get("argv", [])))
-    want, _ = essential([*table.runs[run], *extra])
+    overrides = run_overrides(table, run, out, extra)
+    want, _ = essential(overrides)
     if got != want or got_seed != seed:
-        differences = config_differences(source, [*table.runs[run], *extra], seed)
+        differences = config_differences(source, overrides, seed, ignored(table, run))
         if differences:
             raise TableError(
                 f"--adopt {spec!r}: {source} ran {got} with seed {got_seed}, but run {run!r} of table {table.name} "
@@ -470,15 +545,15 @@ def main(argv: list[str] | None = None) -> str:
             raise TableError("--record and --no-records contradict each other; drop one")
         for spec in args.adopt:
             adopt(full, out, spec, args.override)
-        commands, recorded = {}, {}
+        commands, todo = {}, {}
         for run in table.runs:
             cmd = multirun_command(table, run, seeds, out, args.launcher, args.override)
             commands[run] = shlex.join(["python", *cmd[1:]])
-            todo = []
+            todo[run] = []
             for s in seeds:
                 folder, stale = locate(table, out, records, run, s, args.override)
                 if folder is None:
-                    todo.append(s)
+                    todo[run].append(s)
                     if stale:
                         shown = _shown(stale)
                         if args.collect:
@@ -488,14 +563,30 @@ def main(argv: list[str] | None = None) -> str:
                                 "again, or delete the stale record"
                             )
                         print(f"[reproduce] run {run} seed {s}: the record is stale ({shown}); training it", flush=True)
-                elif not finished(out, run, s):  # a record
+        if not args.collect:
+            for run, source in table.sources.items():  # an evaluation reads its source's checkpoint under <out>
+                for s in todo.get(run, []):
+                    ckpt = checkpoint_path(table, run, out, s, args.override)
+                    if ckpt.is_file() or s in todo[source]:
+                        continue
+                    if finished(out, source, s):
+                        raise TableError(
+                            f"run {run!r} seed {s} evaluates {ckpt}, which is missing although run {source!r} "
+                            f"finished there; delete {run_dir(out, source, s)} to train that seed again"
+                        )
+                    todo[source] = sorted([*todo[source], s])  # its values came from a record: train it here
+            for run in sorted(table.runs, key=lambda r: r in table.sources):  # trained runs, then evaluations
+                if todo[run]:  # runs already finished, or recorded, are only collected
+                    cmd = multirun_command(table, run, todo[run], out, args.launcher, args.override)
+                    print(f"[reproduce] {shlex.join(['python', *cmd[1:]])}", flush=True)
+                    done = subprocess.run(cmd, cwd=PROJECT_ROOT)
+                    if done.returncode != 0:
+                        raise TableError(f"run {run!r} failed (exit {done.returncode}): {commands[run]}")
+        recorded = {}  # seeds collected from the record archive
+        for run in table.runs:
+            for s in seeds:
+                if not finished(out, run, s) and (folder := locate(table, out, records, run, s, args.override)[0]):
                     recorded[(run, s)] = folder
-            if not args.collect and todo:  # runs already finished, or recorded, are only collected
-                cmd = multirun_command(table, run, todo, out, args.launcher, args.override)
-                print(f"[reproduce] {shlex.join(['python', *cmd[1:]])}", flush=True)
-                done = subprocess.run(cmd, cwd=PROJECT_ROOT)
-                if done.returncode != 0:
-                    raise TableError(f"run {run!r} failed (exit {done.returncode}): {commands[run]}")
         again = ["python", "-m", "scripts.reproduce", table.name, "--seeds", ",".join(map(str, seeds))]
         if args.runs is not None:
             again += ["--runs", ",".join(table.runs)]

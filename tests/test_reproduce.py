@@ -24,6 +24,17 @@ def test_debug_table_over_two_seeds(tmp_path: Path) -> None:
     # label, seed 0, seed 1, mean ± std, CI, success, wall time, command
     seed0, seed1 = float(cells[1]), float(cells[2])
     assert seed0 != seed1  # two different trainings
+    # the evaluation run validated each seed's own last checkpoint again, after the training runs: the same loss
+    for seed in (0, 1):
+        trained = json.loads((out / "debug" / f"seed_{seed}" / "metrics.json").read_text())
+        again = json.loads((out / "again" / f"seed_{seed}" / "metrics.json").read_text())
+        assert (
+            again["val/loss"] == trained["val/loss"] and again["trainer/global_step"] == 0 and "train/loss" not in again
+        )
+        config = (out / "again" / f"seed_{seed}" / "config.yaml").read_text()
+        assert f"load: {out}/debug/seed_{seed}/checkpoints/last.ckpt" in config and "sampling_steps: 4" in config
+    command = next(line for line in table.splitlines() if line.startswith("- again: `python main.py -m"))
+    assert f"'load={out}/debug/seed_${{seed}}/checkpoints/last.ckpt'" in command and "'tasks=[validation]'" in command
     mean, std = (float(v) for v in cells[3].split("±"))
     assert mean == pytest.approx((seed0 + seed1) / 2, rel=1e-3)
     assert std == pytest.approx(abs(seed0 - seed1) / math.sqrt(2), rel=1e-2)  # from 4-digit cells
@@ -54,7 +65,7 @@ def test_runs_finished_by_hand_with_the_same_command_can_be_adopted(tmp_path: Pa
             "hydra.run.dir=/somewhere", "paths.data_cache=/cache"]  # fmt: skip
     runs = [finished_run(tmp_path / "a", ["main.py", "experiment=debug", "trainer.enable_progress_bar=false"], 0.5),
             finished_run(tmp_path / "b", same, 0.7)]  # fmt: skip
-    args = ["debug", "--seeds", "0,1", "--out", str(out), "--collect"]
+    args = ["debug", "--seeds", "0,1", "--out", str(out), "--collect", "--runs", "debug"]
     markdown = reproduce.main([*args, "--adopt", f"debug:0={runs[0]}", "--adopt", f"debug:1={runs[1]}"])
     row = next(line for line in markdown.splitlines() if line.startswith("| validation loss |"))
     assert [c.strip() for c in row.strip("|").split("|")][1:3] == ["0.5", "0.7"]
@@ -116,7 +127,7 @@ def test_records_carry_a_table_across_machines_and_a_stale_record_is_trained_aga
     for seed, loss in [(0, 0.25), (1, 0.75)]:  # seed 0 as its run writes it, seed 1 by another command (adopted)
         hand_run(first / "debug" / f"seed_{seed}", ["experiment=debug", "trainer.enable_progress_bar=false",
                                                     f"seed={seed}", "logger=csv"], loss)  # fmt: skip
-    args = ["debug", "--seeds", "0,1", "--records", str(records)]
+    args = ["debug", "--seeds", "0,1", "--records", str(records), "--runs", "debug"]
     made = reproduce.main([*args, "--out", str(first), "--collect", "--record"])
     assert "| validation loss | 0.25 | 0.75 |" in made and "record archive" not in made
     for seed in (0, 1):
@@ -194,6 +205,75 @@ def test_runs_option_trains_and_reports_only_the_chosen_runs(tmp_path: Path, mon
         reproduce.main(["t", "--seeds", "0,1", "--out", str(out), "--collect"])
     with pytest.raises(reproduce.TableError, match=r"has the runs \['a', 'b'\]"):
         reproduce.select_runs(reproduce.load_table("t"), "c")
+
+
+def test_an_evaluation_run_reads_its_source_checkpoint_and_a_recorded_source_is_trained_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An evaluation run (``{evaluate: a, overrides}``) runs after the trained runs with ``tasks`` and ``load`` set to
+    seed's checkpoint of ``a`` under ``--out``; a seed of ``a`` whose values come from a record has no checkpoint
+    there, so it is trained again first; the evaluation's record is valid wherever its checkpoint was."""
+    monkeypatch.setattr(reproduce, "TABLES_DIR", tmp_path / "tables")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "t.yaml").write_text(
+        "runs: {a: [experiment=debug], e: {evaluate: a, overrides: [algorithm.sampler.sampling_steps=3]}}\n"
+        "rows: [{label: a, run: a, metric: val/loss}, {label: e, run: e, metric: val/loss}]\n"
+    )
+    table = reproduce.load_table("t")
+    assert table.sources == {"e": "a"} and table.runs["e"] == ["experiment=debug", "algorithm.sampler.sampling_steps=3"]
+    out, records = tmp_path / "out", tmp_path / "records"
+    hand_run(reproduce.record_dir(records, "t", "a", 0), ["experiment=debug", "seed=0"], 0.25)  # a record, no ckpt
+    ran: list[list[str]] = []
+    real_run = reproduce.subprocess.run
+
+    def fake_run(cmd: list[str], **kwargs: object) -> object:  # stands in for the Hydra multiruns
+        if cmd[0] == "git":  # experiments.run's own git query goes through
+            return real_run(cmd, **kwargs)
+        ran.append(cmd)
+        run = Path(next(c for c in cmd if c.startswith("hydra.sweep.dir=")).split("=", 1)[1]).name
+        folder = out / run / "seed_0"
+        hand_run(folder, [c for c in cmd[3:] if not c.startswith(("hydra.", "cluster=", "seed="))], 0.5)
+        if run == "a":
+            (folder / "checkpoints").mkdir()
+            (folder / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(reproduce.subprocess, "run", fake_run)
+    args = ["t", "--seeds", "0", "--out", str(out), "--records", str(records)]
+    markdown = reproduce.main(args)
+    assert [Path(c[-2].split("=", 1)[1]).name for c in ran] == ["a", "e"]  # the source first, though recorded
+    assert "tasks=[validation]" in ran[1] and f"load={out}/a/seed_${{seed}}/checkpoints/last.ckpt" in ran[1]
+    assert "| a | 0.5 |" in markdown and "the record" not in markdown  # collected from the new run, not the record
+    # a record of the evaluation made elsewhere stands in (its load path differs); another sampler setting does not
+    elsewhere = ["experiment=debug", "algorithm.sampler.sampling_steps=3", "tasks=[validation]", "seed=1",
+                 "load=/other/machine/a/seed_1/checkpoints/last.ckpt"]  # fmt: skip
+    hand_run(reproduce.record_dir(records, "t", "e", 1), elsewhere)
+    assert reproduce.locate(table, out, records, "e", 1, [])[0] == reproduce.record_dir(records, "t", "e", 1)
+    changed = [o.replace("steps=3", "steps=5").replace("seed=1", "seed=9") for o in elsewhere]
+    hand_run(reproduce.record_dir(records, "t", "e", 9), changed)
+    assert reproduce.locate(table, out, records, "e", 9, [])[1] == ["algorithm.sampler.sampling_steps: 5 != 3"]
+    # the source finished under --out but its checkpoint is gone: named, nothing trained over it
+    (out / "e" / "seed_0" / "metrics.json").unlink()
+    (out / "a" / "seed_0" / "checkpoints" / "last.ckpt").unlink()
+    ran.clear()
+    with pytest.raises(SystemExit):
+        reproduce.main(args)
+    assert "last.ckpt, which is missing although run 'a' finished there; delete" in capsys.readouterr().err
+    assert not ran
+    # --runs e keeps its source a for the checkpoint, and reports e's rows only
+    assert sorted(reproduce.select_runs(table, "e").runs) == ["a", "e"]
+    assert [r.run for r in reproduce.select_runs(table, "e").rows] == ["e"]
+    bad = {
+        "e: {evaluate: nope}": "must be {evaluate: <a trained run",
+        "e: {evaluate: a, overrides: [load=x.ckpt]}": "must not set load",
+        "f: {evaluate: a}\n  e: {evaluate: f}": "must be {evaluate: <a trained run",
+    }
+    for runs, message in bad.items():
+        (tmp_path / "tables" / "t.yaml").write_text(
+            f"runs:\n  a: [experiment=debug]\n  {runs}\nrows: [{{label: a, run: a, metric: val/loss}}]\n"
+        )
+        with pytest.raises(reproduce.TableError, match=message.replace("[", r"\[").replace("{", r"\{")):
+            reproduce.load_table("t")
 
 
 def test_summary_statistics_against_their_definitions() -> None:
