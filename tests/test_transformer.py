@@ -301,6 +301,17 @@ def test_bad_transformer_config(kwargs: dict, message: str) -> None:
         CausalTransformer((3, 10, 10), patch_size=4)
 
 
+@pytest.mark.parametrize("objective", ["eps", "v"])
+def test_noise_objectives_refuse_patches_larger_than_the_width(objective: str) -> None:
+    """A patch of 2·8² = 128 values read out of width 32 lies in a 32-dim affine subspace: most of the per-pixel
+    noise could never be predicted, so eps and v are refused (naming the keys); x0 and a fitting patch are not."""
+    schedule = NoiseSchedule("cosine", 1000)
+    with pytest.raises(ValueError, match=r"patch of 128 values.*algorithm\.backbone\.width=32.*patch_size"):
+        DenoisingCell(tiny((2, 16, 16), patch_size=8), schedule, objective)
+    DenoisingCell(tiny((2, 16, 16), patch_size=8), schedule, "x0")
+    DenoisingCell(tiny((2, 16, 16), patch_size=4), schedule, objective)  # 32 values per patch: fits
+
+
 def test_recurrent_preset_keys_are_accepted() -> None:
     """``algorithm/backbone=transformer`` over a recurrent preset: its keys (z_dim, network_size, …) are ignored."""
     net = CausalTransformer((3,), width=16, heads=2, depth=1, z_dim=128, num_gru_layers=2, network_size=48)

@@ -26,6 +26,16 @@ class DenoisingCell(nn.Module):
         self.schedule = schedule
         self.objective = check_objective(objective)
         self.clip_noise = clip_noise
+        patch_dim, width = getattr(backbone, "patch_dim", 0), getattr(backbone, "width", 0)
+        if self.objective != "x0" and width and patch_dim > width:
+            # every patch's output is an affine map of a width-sized vector, so the part of the noise outside that
+            # subspace can never be predicted: the loss stays far above the recurrent model's (docs/method.md §13)
+            raise ValueError(
+                f"algorithm.objective={objective} predicts per-pixel noise, but each patch of {patch_dim} values "
+                f"passes through algorithm.backbone.width={width}: lower algorithm.backbone.patch_size (a patch holds "
+                "channels × patch_size² values) or raise the width to at least the patch's size, or use "
+                "algorithm.objective=x0"
+            )
 
     @property
     def token_shape(self) -> tuple[int, ...]:

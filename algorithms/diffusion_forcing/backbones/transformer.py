@@ -214,6 +214,7 @@ class CausalTransformer(CausalBackbone):
             self.spatial = nn.Parameter(torch.randn(self.patches, width) * 0.02)
         else:
             raise ValueError(f"CausalTransformer needs (D,) or (C, H, W) tokens; got {self.token_shape}")
+        self.patch_dim = patch_dim  # values per patch: more than the width cannot carry per-pixel noise
         self.in_proj = nn.Linear(patch_dim, width)
         self.level_embedding = LevelEmbedding(emb_dim, width)
         self.cond_proj = nn.Linear(cond_dim, width) if cond_dim > 0 else None
