@@ -14,18 +14,18 @@ rows (a run and the ``metrics.json`` keys to report). Each run is one Hydra mult
 
     python main.py -m <overrides> seed=0,1,2 hydra.sweep.dir=<out>/<run> hydra.sweep.subdir=seed_${seed}
 
-An **evaluation run**, ``name: {evaluate: <run>, overrides: [...]}``, trains nothing: it evaluates the checkpoint of
-another run of the table, seed by seed, with evaluation overrides added (``<run>``'s overrides, then these, then
-``tasks=`` the run's tasks without training and ``load=<out>/<run>/seed_${seed}/checkpoints/last.ckpt``, or
-``best.ckpt`` where the run monitors a metric, as its own evaluation after training does). Trained runs go first;
-a seed whose checkpoint is not under ``<out>`` (its values came from a record) is trained there again first.
-
 so ``--launcher slurm`` submits one job per seed (``cluster=slurm``; set the partition with ``--override``).
 The table holds, per row: the value of each seed, mean ± std over seeds (sample std), the 95 % interval of the
 mean (Student t), the mean success rate where the row names one, the mean wall time of a run and its run;
 below the table, the command of every run.
 It is written to ``<out>/<table>.md`` with the raw per-seed values in ``<out>/<table>.json`` (default ``<out>``:
 ``outputs/reproduce/<table>``) and printed. Seeds whose run already finished are not run again, only collected.
+
+An **evaluation run**, ``name: {evaluate: <run>, overrides: [...]}``, trains nothing: it evaluates the checkpoint of
+another run of the table, seed by seed, with evaluation overrides added (``<run>``'s overrides, then these, then
+``tasks=`` the run's tasks without training and ``load=<out>/<run>/seed_${seed}/checkpoints/last.ckpt``, or
+``best.ckpt`` where the run monitors a metric, as its own evaluation after training does). Trained runs go first;
+a seed whose checkpoint is not under ``<out>`` (its values came from a record) is trained there again first.
 
 **The record archive** (``records/<table>/<run>/seed_<seed>/``, committed with the project; ``--records DIR`` for
 another, e.g. a folder shared by a cluster's users): ``--record`` keeps the three small files of every run the
