@@ -9,13 +9,15 @@ On the maze CPU configuration (60 tokens of 60 numbers, batch 256; docs/PERFORMA
   difference between the two plans;
 * MCG's branches: one branch step with its context (each token's z_{t−1}, or the keys and values it attends to)
   rebuilt at every call against made once per row, interleaved;
-* long rollouts: seconds per generated token (the median over the up to 50 tokens before each mark that were made
-  with a full window, so that every mark times the steady state) and resident memory at 100, 1,000 and 10,000 tokens
-  of one streamed autoregressive rollout (batch 4, S = 2, window 64).
+* long rollouts: at 100, 1,000 and 10,000 tokens of one streamed autoregressive rollout (batch 4, S = 2, window
+  64), the cost of a generated token three ways (its time in the stream, the median over the up to 50 tokens before
+  the mark that were made with a full window; its FLOPs; and its time from the states of all marks interleaved,
+  which a shared machine's changing load cannot tilt towards one mark) and resident memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -109,28 +111,74 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
+def _fresh(state: Any) -> Any:
+    """A state as it is right after its commit: a KV cache's lazily rotated keys dropped (every new cache makes
+    them once, at its first use)."""
+    if dataclasses.is_dataclass(state) and hasattr(state, "rotated"):
+        return dataclasses.replace(state, rotated=None)
+    return state
+
+
 @torch.no_grad()
-def _long_rollout(case: bench.Case, marks: tuple[int, ...] = (100, 1_000, 10_000)) -> dict[str, Any]:
+def _long_rollout(
+    case: bench.Case, marks: tuple[int, ...] = (100, 1_000, 10_000), counted: int = 5, rounds: int = 60
+) -> dict[str, Any]:
+    """Cost per generated token and resident memory at each mark of one rollout of ``marks[-1]`` tokens (batch 4,
+    S = 2, one token per chunk: the loop of ``Sampler.iter_rollout``), three ways.
+
+    - ``s_per_token``: the median time of the tokens before the mark that were made with a full window.
+    - ``mflop_per_token``: the mean FLOPs of the ``counted`` tokens right after the mark, each made under
+      ``torch.utils.flop_counter`` (which slows them, so they are not among the timed ones). FLOPs do not depend on
+      the machine's load.
+    - ``s_per_token_interleaved``: the state at every mark is kept, and after the rollout one more token is made
+      from each of them in turn, ``rounds`` times; the median per mark. Interleaving puts the marks side by side
+      under the same load, which the streamed timings, minutes apart on a shared machine, are not."""
     module, _ = bench.build(case, ["algorithm.sampler.chunk_size=1", "algorithm.sampler.sampling_steps=2"])
     module.eval()
     cell, sampler = module.sampling_cell, module.sampler
     state = cell.init_state(4, torch.zeros(4, case.model_kwargs["obs_dim"]))
-    stamps, rss, out = [], {}, {}
+    generator = torch.Generator().manual_seed(0)
+    stamps: list[float] = []
+    rss: dict[int, float] = {}
+    flops: dict[int, list[int]] = {n: [] for n in marks}
+    kept: dict[int, Any] = {}
+    out: dict[str, Any] = {}
     total = 0.0
-    for chunk in sampler.iter_rollout(cell, state, marks[-1], generator=torch.Generator().manual_seed(0)):
+    for token in range(1, marks[-1] + counted + 1):
+        mark = next((n for n in marks if n < token <= n + counted), None)
+        if mark is None:
+            chunk, state = sampler.denoise_chunk(cell, state, 1, generator=generator)
+        else:
+            with FlopCounterMode(display=False) as counter:
+                chunk, state = sampler.denoise_chunk(cell, state, 1, generator=generator)
+            flops[mark].append(counter.get_total_flops())
         total += float(chunk.mean())
         stamps.append(time.perf_counter())
-        if len(stamps) in marks:
-            rss[len(stamps)] = _rss_mb()
+        if token in marks:
+            rss[token] = _rss_mb()
+            kept[token] = _fresh(state)
+    interleaved: dict[int, list[float]] = {n: [] for n in marks}
+    for _ in range(rounds):
+        for n in marks:
+            fresh = _fresh(kept[n])
+            t0 = time.perf_counter()
+            sampler.denoise_chunk(cell, fresh, 1, generator=generator)
+            interleaved[n].append(time.perf_counter() - t0)
     for n in marks:  # token j took stamps[j - 1] - stamps[j - 2]; from token WINDOW + 2 on, the window was full
         first = max(n - 50, WINDOW + 2)
         if n - first < 10:
             raise ValueError(f"mark {n} leaves fewer than 10 tokens after the {WINDOW}-token window filled")
         steps = sorted(stamps[j - 1] - stamps[j - 2] for j in range(first, n + 1))
-        out[str(n)] = {"s_per_token": steps[len(steps) // 2], "tokens_timed": len(steps), "rss_mb": rss[n]}
+        out[str(n)] = {
+            "s_per_token": steps[len(steps) // 2],
+            "tokens_timed": len(steps),
+            "rss_mb": rss[n],
+            "mflop_per_token": sum(flops[n]) / len(flops[n]) / 1e6,
+            "s_per_token_interleaved": sorted(interleaved[n])[rounds // 2],
+        }
     first, last = out[str(marks[0])], out[str(marks[-1])]
-    out["time_ratio_last_first"] = last["s_per_token"] / first["s_per_token"]
-    out["rss_ratio_last_first"] = last["rss_mb"] / first["rss_mb"]
+    for key in ("s_per_token", "rss_mb", "mflop_per_token", "s_per_token_interleaved"):
+        out[f"{key}_ratio_last_first"] = last[key] / first[key]
     return out
 
 
@@ -228,8 +276,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
             f"{r['max_abs_diff']:.1e} |"
         )
     lr = result["long_rollout"]
-    lines += ["", "| rollout length (tokens) | s per token | resident MB |", "|---|---|---|"]
+    head = "| rollout length (tokens) | s per token, streamed | s per token, interleaved | MFLOP per token "
+    head += "| resident MB |"
+    lines += ["", head, "|---|---|---|---|---|"]
     lines += [
-        f"| {n} | {r['s_per_token'] * 1e3:.2f} ms | {r['rss_mb']:.0f} |" for n, r in lr.items() if isinstance(r, dict)
+        f"| {n} | {r['s_per_token'] * 1e3:.2f} ms | {r['s_per_token_interleaved'] * 1e3:.2f} ms | "
+        f"{r['mflop_per_token']:.2f} | {r['rss_mb']:.0f} |"
+        for n, r in lr.items()
+        if isinstance(r, dict)
     ]
     return lines

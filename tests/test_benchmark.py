@@ -108,9 +108,13 @@ def test_transformer_part_measures_the_cache_and_the_long_rollout(tiny: benchmar
     # one evaluation per step plus one commit per token (the start token is encoded from the observation)
     assert out["autoregressive"]["cached_token_evaluations"] == 6 * (5 + 1)
     rollout = bench_transformer._long_rollout(case, marks=(80, 130))
-    assert rollout["130"]["s_per_token"] > 0 and rollout["rss_ratio_last_first"] > 0
+    assert rollout["130"]["s_per_token"] > 0 and rollout["rss_mb_ratio_last_first"] > 0
+    assert rollout["130"]["s_per_token_interleaved"] > 0
     # only tokens made with a full 64-token window are timed: 66..80 at the first mark, the last 51 at the second
     assert rollout["80"]["tokens_timed"] == 15 and rollout["130"]["tokens_timed"] == 51
+    # with the window full the work per token does not depend on how many tokens came before it
+    assert rollout["80"]["mflop_per_token"] > 0
+    assert rollout["mflop_per_token_ratio_last_first"] == pytest.approx(1.0, rel=1e-6)
     with pytest.raises(ValueError, match="fewer than 10 tokens"):
         bench_transformer._long_rollout(case, marks=(70,))
     ab = bench_transformer._branch_context_ab(case, rounds=2)
