@@ -123,8 +123,8 @@ def _fresh(state: Any) -> Any:
 def _long_rollout(
     case: bench.Case, marks: tuple[int, ...] = (100, 1_000, 10_000), counted: int = 5, rounds: int = 60
 ) -> dict[str, Any]:
-    """Cost per generated token and resident memory at each mark of one rollout of ``marks[-1]`` tokens (batch 4,
-    S = 2, one token per chunk: the loop of ``Sampler.iter_rollout``), three ways.
+    """Cost per generated token and resident memory at each mark of one rollout of ``marks[-1] + counted`` tokens
+    (batch 4, S = 2, one token per chunk: the loop of ``Sampler.iter_rollout``), three ways.
 
     - ``s_per_token``: the median time of the tokens before the mark that were made with a full window.
     - ``mflop_per_token``: the mean FLOPs of the ``counted`` tokens right after the mark, each made under
@@ -156,7 +156,7 @@ def _long_rollout(
         stamps.append(time.perf_counter())
         if token in marks:
             rss[token] = _rss_mb()
-            kept[token] = _fresh(state)
+            kept[token] = state
     interleaved: dict[int, list[float]] = {n: [] for n in marks}
     for _ in range(rounds):
         for n in marks:
