@@ -376,3 +376,34 @@ def test_surprise_is_the_observation_part_mismatch() -> None:
     images = torch.zeros(1, 10, 4, 4)
     images[0, :6] = 1.0
     np.testing.assert_allclose(surprise(images, torch.zeros_like(images), 6).numpy(), [1.0])
+
+
+def test_surprise_metrics_count_the_tokens_each_threshold_flags(tmp_path: Path) -> None:
+    """Every committed token's surprise is kept per episode; ``memory_surprise`` reports the fraction of clean and of
+    corrupted tokens above its threshold (all of them below a negative threshold, none below a huge one), and modes
+    without the rule report only the medians."""
+    import torch
+
+    from experiments.build import build
+    from experiments.evaluation.robot import RobotSwapEvaluator
+
+    cfg = make_cfg(tmp_path, ["experiment=robot_swap_state_cpu", "debug=smoke", f"paths.data_cache={tmp_path / 'c'}"])
+    dm, module = build(cfg)
+    dm.setup("fit")
+    module.normalizer.set_stats(*dm.normalization_stats())
+    torch.manual_seed(0)
+    for p in module.cell.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    for threshold, rate in ((-1.0, 1.0), (1e9, 0.0)):
+        evaluator = RobotSwapEvaluator(num_episodes=2, corruption="occlusion", corrupt_tokens=[1, 4],
+                                       surprise_threshold=threshold, seed=3)  # fmt: skip
+        result = evaluator.rollout(module, "memory_surprise")
+        assert result["surprise"].shape == (2, 20) and (result["surprise"] >= 0).all()
+        assert result["corrupted_tokens"].tolist() == [1 <= k < 4 for k in range(20)]
+        metrics = evaluator.metrics(result)
+        assert metrics["surprise_flagged_clean"] == metrics["surprise_flagged_corrupted"] == rate
+        assert metrics["surprise_corrupted_median"] == np.median(result["surprise"][:, 1:4])
+    plain = RobotSwapEvaluator(num_episodes=2, seed=3)
+    metrics = plain.metrics(plain.rollout(module, "memory"))
+    assert metrics["surprise_clean_median"] >= 0.0
+    assert not any(k.startswith("surprise_flagged") or k == "surprise_corrupted_median" for k in metrics)

@@ -32,7 +32,13 @@ Metrics per mode: ``success_rate`` with its 95 % Wilson interval (``success_low`
 configuration (``config0/…``, ``config1/…``), ``time_to_complete`` (first step at the goal, over successes) and the
 failure modes as fractions of all episodes: ``fail_wrong_first_move`` (the first object moved is not object 1 or goes
 to the wrong slot), ``fail_dropped`` (an object ends outside every slot or still held) and ``fail_timeout`` (anything
-else: the swap is not finished). Media: ``media/robot_<stage>_<mode>.gif`` (front and wrist cameras, the moves made).
+else: the swap is not finished). Every mode that commits tokens to a latent also reports how far the observations
+it received were from its own predictions, the surprise of each committed token (see ``surprise``): its median over
+the clean tokens (``surprise_clean_median``) and, under a corruption, over the corrupted ones
+(``surprise_corrupted_median``). ``memory_surprise`` adds the fraction of clean and of corrupted tokens that its
+threshold flagged (``surprise_flagged_clean``, ``surprise_flagged_corrupted``): the numbers to choose
+``surprise_threshold`` by for a new kind of observation. Media: ``media/robot_<stage>_<mode>.gif`` (front and wrist
+cameras, the moves made).
 """
 
 from __future__ import annotations
@@ -172,6 +178,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         arrangements = [[env.arrangement()] for env in envs]
         reached = [None] * n
         frames = [[] for _ in range(record)]
+        scores, corrupted_tokens = [], []  # the surprise (n,) of every committed token; whether it was corrupted
         step = 0
         for k in range(self.episode_steps // self.chunk):
             if mode == "memoryless":
@@ -207,8 +214,11 @@ class RobotSwapEvaluator(DomainEvaluator):
                 seen = self.corrupt(seen, envs, noise_rng)
             if not history:  # the token the policy saw joins the latent: its memory
                 real = frame(seen, actions)
+                score = surprise(real, tokens[:, 0], obs_size)
+                scores.append(score.cpu().numpy())
+                corrupted_tokens.append(corrupted)
                 if mode == "memory_surprise":
-                    surprised = surprise(real, tokens[:, 0], obs_size) > self.surprise_threshold
+                    surprised = score > self.surprise_threshold
                     z_noisy = self.commit_noisy(sampler, cell, z, real, generator)
                     z_clean = sampler.commit_tokens(cell, z, real[:, None])
                     z = cell.select_state(surprised, z_noisy, z_clean)
@@ -225,7 +235,8 @@ class RobotSwapEvaluator(DomainEvaluator):
         for env in envs:
             env.close()
         return {"configs": configs, "finals": finals, "held": held, "arrangements": arrangements, "reached": reached,
-                "frames": frames}  # fmt: skip
+                "frames": frames, "mode": mode, "corrupted_tokens": np.asarray(corrupted_tokens, dtype=bool),
+                "surprise": np.stack(scores, axis=1) if scores else np.zeros((n, 0))}  # fmt: skip
 
     def corrupt(self, seen: np.ndarray, envs: list[SwapTableEnv], rng: np.random.Generator) -> np.ndarray:
         """The observations the policy receives under ``corruption``: states ``(n, 10)`` or camera frames
@@ -291,6 +302,23 @@ class RobotSwapEvaluator(DomainEvaluator):
                 timeout += 1
         n = len(configs)
         out["fail_wrong_first_move"], out["fail_dropped"], out["fail_timeout"] = wrong / n, dropped / n, timeout / n
+        out.update(self.surprise_metrics(result))
+        return out
+
+    def surprise_metrics(self, result: dict[str, Any]) -> dict[str, float]:
+        """Medians of the committed tokens' surprise ``(episodes, tokens)``, split into clean and corrupted tokens,
+        and for ``memory_surprise`` the fraction of each that the threshold flagged; empty without committed tokens."""
+        scores, corrupted = result.get("surprise"), result.get("corrupted_tokens")
+        if scores is None or scores.size == 0:
+            return {}
+        out: dict[str, float] = {}
+        for name, columns in (("clean", ~corrupted), ("corrupted", corrupted)):
+            part = scores[:, columns]
+            if part.size == 0:
+                continue
+            out[f"surprise_{name}_median"] = float(np.median(part))
+            if result.get("mode") == "memory_surprise":
+                out[f"surprise_flagged_{name}"] = float(np.mean(part > self.surprise_threshold))
         return out
 
     def compute(self, module: DiffusionForcing, ctx: EvalContext) -> dict[str, float] | None:
