@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,20 +75,55 @@ def _machine_info() -> dict[str, Any]:
     return {"host": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu}
 
 
-def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config, git state, command line, machine and start time next to the checkpoints."""
+def save_run_info(cfg: DictConfig, run_dir: Path, resumed_from: Path | None = None) -> None:
+    """The resolved config, git state, command line, machine and start time next to the checkpoints.
+
+    A run that continues ``resumed_from`` (a checkpoint) in ``run_dir`` keeps the earlier runs of that directory as
+    ``segments`` (their start, command line, commit and seconds), so that its ``wall_time_s`` counts the whole
+    training and not only the part after the interruption (see ``earlier_segment``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "run_info.json"
+    segments: list[dict[str, Any]] = []
+    if resumed_from is not None and path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            before = None
+            log.warning("%s is unreadable: the wall time of the runs before this resume is not counted", path)
+        if isinstance(before, dict):
+            segments = [*before.get("segments", []), earlier_segment(before, resumed_from)]
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     info = {"argv": sys.argv, "cwd": os.getcwd(), **_git_info(), "machine": _machine_info(), "started": started}
-    write_json_atomic(run_dir / "run_info.json", info)
+    write_json_atomic(path, {**info, **({"segments": segments} if segments else {})})
+
+
+def earlier_segment(info: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """One earlier run of a run directory, from its ``run_info.json``: its own seconds when it finished, else (it was
+    interrupted) the time from its start to ``checkpoint``, the last step it kept; what came after that step was lost
+    and is trained again."""
+    own = info.get("segment_wall_time_s", info.get("wall_time_s"))
+    if own is None:
+        try:
+            start = datetime.strptime(str(info.get("started")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            own = round(max(0.0, checkpoint.stat().st_mtime - start), 1)
+        except (ValueError, OSError):
+            own = 0.0
+            log.warning("the run interrupted before %s has no start time: its wall time is not counted", checkpoint)
+    keep = ("argv", "started", "git_sha", "git_dirty")
+    return {**{k: info[k] for k in keep if k in info}, "seconds": float(own), "finished": "wall_time_s" in info}
 
 
 def finish_run_info(run_dir: Path, seconds: float) -> None:
-    """Add the wall time of the finished tasks to ``run_info.json`` (read by ``scripts.reproduce``)."""
+    """Add the wall time of the finished tasks to ``run_info.json`` (read by ``scripts.reproduce``): ``wall_time_s``
+    counts the earlier ``segments`` of a resumed run too; ``segment_wall_time_s`` is this run's own."""
     path = run_dir / "run_info.json"
     info = json.loads(path.read_text()) if path.exists() else {}
-    write_json_atomic(path, {**info, "wall_time_s": round(seconds, 1)})
+    earlier = sum(float(seg.get("seconds", 0.0)) for seg in info.get("segments", []))
+    times = {"wall_time_s": round(seconds + earlier, 1)}
+    if info.get("segments"):
+        times["segment_wall_time_s"] = round(seconds, 1)
+    write_json_atomic(path, {**info, **times})
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, resumed: bool = False) -> Any:
@@ -233,7 +269,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         load_checkpoint(resume_ckpt, "resume")  # fail early and clearly on a corrupt file
         run_dir = resume_ckpt.parent.parent if resume_ckpt.parent.name == "checkpoints" else resume_ckpt.parent
         log.info("resuming %s; writing into %s", resume_ckpt, run_dir)
-    save_run_info(cfg, run_dir)
+    save_run_info(cfg, run_dir, resume_ckpt)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule, module = build(cfg)

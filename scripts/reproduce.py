@@ -26,6 +26,8 @@ another run of the table, seed by seed, with evaluation overrides added (``<run>
 ``tasks=`` the run's tasks without training and ``load=<out>/<run>/seed_${seed}/checkpoints/last.ckpt``, or
 ``best.ckpt`` where the run monitors a metric, as its own evaluation after training does). Trained runs go first;
 a seed whose checkpoint is not under ``<out>`` (its values came from a record) is trained there again first.
+A trained seed that was interrupted (a ``checkpoints/last.ckpt`` under ``<out>`` but no finished run) continues
+from that checkpoint with ``resume=auto`` when the command is run again, and its wall time counts both parts.
 
 **The record archive** (``records/<table>/<run>/seed_<seed>/``, committed with the project; ``--records DIR`` for
 another, e.g. a folder shared by a cluster's users): ``--record`` keeps the three small files of every run the
@@ -216,6 +218,27 @@ def checkpoint_path(table: Table, run: str, out: Path, seed: int, extra: list[st
     return run_dir(out, table.sources[run], seed) / "checkpoints" / source_checkpoint(table, run, extra)[0]
 
 
+def split_interrupted(
+    table: Table, run: str, seeds: list[int], out: Path, extra: list[str]
+) -> tuple[list[int], list[int]]:
+    """``(fresh, interrupted)`` seeds of a run to train: a trained run's seed whose folder under ``out`` holds a
+    ``checkpoints/last.ckpt`` but did not finish was interrupted (a session's end, a preempted job) and continues
+    from that checkpoint with ``resume=auto`` (an exact resume); its ``wall_time_s`` then counts every part. An
+    interrupted run of another configuration than the table run's today is an error: it is neither continued nor
+    overwritten."""
+    if run in table.sources:  # an evaluation run trains nothing: it is simply run again
+        return list(seeds), []
+    stopped = [s for s in seeds if (run_dir(out, run, s) / "checkpoints" / "last.ckpt").is_file()]
+    for s in stopped:
+        differences = config_differences(run_dir(out, run, s), run_overrides(table, run, out, extra), s)
+        if differences:
+            raise TableError(
+                f"run {run!r} seed {s}: {run_dir(out, run, s)} was interrupted with another configuration "
+                f"({_shown(differences)}); move or delete that folder to train the seed again"
+            )
+    return [s for s in seeds if s not in stopped], stopped
+
+
 def run_dir(out: Path, run: str, seed: int) -> Path:
     return out / run / f"seed_{seed}"
 
@@ -302,7 +325,10 @@ def write_record(source: Path, target: Path) -> None:
 
 
 # overrides that change where a run writes or how it logs, never what it computes: ignored when adopting a run
-NEUTRAL_KEYS = ("hydra.", "paths.", "output_dir", "logger", "trainer.enable_progress_bar", "cluster", "launcher")
+# (``resume``: an interrupted run continues exactly where it stopped, so it computes what an uninterrupted one does)
+NEUTRAL_KEYS = (
+    "hydra.", "paths.", "output_dir", "logger", "trainer.enable_progress_bar", "cluster", "launcher", "resume",
+)  # fmt: skip
 
 
 def essential(overrides: list[str]) -> tuple[list[str], int]:
@@ -318,7 +344,9 @@ def essential(overrides: list[str]) -> tuple[list[str], int]:
 
 
 # config keys that only move outputs or name a run, never change what it computes: ignored when comparing configs
-NEUTRAL_CONFIG_KEYS = ("paths", "logger", "output_dir", "name", "cluster", "trainer.enable_progress_bar", "hydra")
+NEUTRAL_CONFIG_KEYS = (
+    "paths", "logger", "output_dir", "name", "cluster", "trainer.enable_progress_bar", "hydra", "resume",
+)  # fmt: skip
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -576,8 +604,14 @@ def main(argv: list[str] | None = None) -> str:
                         )
                     todo[source] = sorted([*todo[source], s])  # its values came from a record: train it here
             for run in sorted(table.runs, key=lambda r: r in table.sources):  # trained runs, then evaluations
-                if todo[run]:  # runs already finished, or recorded, are only collected
-                    cmd = multirun_command(table, run, todo[run], out, args.launcher, args.override)
+                # runs already finished, or recorded, are only collected; interrupted ones continue (resume=auto)
+                fresh, stopped = split_interrupted(table, run, todo[run], out, args.override)
+                for group, extra in ((fresh, []), (stopped, ["resume=auto"])):
+                    if not group:
+                        continue
+                    if extra:
+                        print(f"[reproduce] run {run} seeds {group}: interrupted; continuing from their last.ckpt")
+                    cmd = multirun_command(table, run, group, out, args.launcher, [*args.override, *extra])
                     print(f"[reproduce] {shlex.join(['python', *cmd[1:]])}", flush=True)
                     done = subprocess.run(cmd, cwd=PROJECT_ROOT)
                     if done.returncode != 0:

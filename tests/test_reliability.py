@@ -4,6 +4,7 @@ are clear errors, and W&B runs can be found again by their id."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,13 @@ def test_resume_auto_continues_its_own_run_directory(tmp_path: Path, uninterrupt
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resume=auto: continuing from" in proc.stdout + proc.stderr
     _assert_same_weights(uninterrupted, _weights(run_dir))
+    # the wall time counts the interrupted part, up to the checkpoint it kept, and the continuation
+    info = json.loads((run_dir / "run_info.json").read_text())
+    (first,) = info["segments"]
+    assert not first["finished"] and "resume=auto" not in first["argv"] and "resume=auto" in info["argv"]
+    assert 0 < first["seconds"] and info["wall_time_s"] == pytest.approx(
+        first["seconds"] + info["segment_wall_time_s"], abs=0.11
+    )
 
 
 def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path: Path) -> None:
@@ -236,11 +244,21 @@ def test_resumed_run_logs_into_its_run_directory_and_keeps_the_csv_rows(tmp_path
     run(make_cfg(run_dir, [*csv_run, "trainer.max_steps=3"]))
     first = run_dir / "csv" / "metrics.csv"
     rows_before = first.read_text()
+    first_wall = json.loads((run_dir / "run_info.json").read_text())["wall_time_s"]
     assert rows_before.count("\n") >= 4  # header + 3 steps
     # resumed from another (new Hydra) directory, then in place as resume=auto does
     run(make_cfg(tmp_path / "hydra_dir", [*csv_run, "trainer.max_steps=5", f"resume={run_dir}"]))
+    second = json.loads((run_dir / "run_info.json").read_text())
     run(make_cfg(run_dir, [*csv_run, "trainer.max_steps=7", "resume=auto"]))
     assert first.read_text() == rows_before  # the rows from before the interruption survive
+    # each continuation keeps the runs before it, finished ones with their own wall time
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert [seg["finished"] for seg in info["segments"]] == [True, True]
+    assert info["segments"][0]["seconds"] == first_wall  # each run's own time, counted once
+    assert info["segments"][1]["seconds"] == second["segment_wall_time_s"] < second["wall_time_s"]
+    assert info["wall_time_s"] == pytest.approx(
+        sum(seg["seconds"] for seg in info["segments"]) + info["segment_wall_time_s"], abs=0.11
+    )
     for k, last_step in ((1, 4), (2, 6)):
         with open(run_dir / "csv" / f"resume_{k}" / "metrics.csv", newline="") as f:
             assert max(int(row["step"]) for row in csv.DictReader(f)) == last_step

@@ -11,7 +11,7 @@ import pytest
 from scripts import reproduce
 
 
-def test_debug_table_over_two_seeds(tmp_path: Path) -> None:
+def test_debug_table_over_two_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "debug"
     markdown = reproduce.main(["debug", "--seeds", "0,1", "--out", str(out)])
     table = (out / "debug.md").read_text()
@@ -48,6 +48,27 @@ def test_debug_table_over_two_seeds(tmp_path: Path) -> None:
     assert reproduce.main(["debug", "--seeds", "0,1", "--out", str(out), "--collect"]) == markdown
     assert reproduce.main(["debug", "--seeds", "0,1", "--out", str(out)]) == markdown
     assert (out / "debug" / "seed_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    # seed 1 as an interruption leaves it (its checkpoints kept, run_info.json without a wall time): a rerun
+    # continues it from its last.ckpt with resume=auto, and trains nothing else
+    stopped = out / "debug" / "seed_1"
+    info = json.loads((stopped / "run_info.json").read_text())
+    info.pop("wall_time_s")
+    (stopped / "run_info.json").write_text(json.dumps(info))
+    config = (stopped / "config.yaml").read_text()
+    (stopped / "config.yaml").write_text(config.replace("max_steps: 20", "max_steps: 21"))
+    with pytest.raises(SystemExit):  # interrupted under another configuration: neither continued nor overwritten
+        reproduce.main(["debug", "--seeds", "0,1", "--out", str(out)])
+    assert "interrupted with another configuration (trainer.max_steps: 21 != 20)" in capsys.readouterr().err
+    (stopped / "config.yaml").write_text(config)
+    table = reproduce.main(["debug", "--seeds", "0,1", "--out", str(out)])
+    assert f"| validation loss | {cells[1]} | {cells[2]} |" in table  # the exact resume changed no value
+    assert "run debug seeds [1]: interrupted; continuing from their last.ckpt" in capsys.readouterr().out
+    assert (out / "debug" / "seed_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    again = json.loads((stopped / "run_info.json").read_text())
+    assert "resume=auto" in again["argv"] and again["segments"][0]["started"] == info["started"]
+    assert again["wall_time_s"] > again["segment_wall_time_s"]
+    resumed = json.loads((stopped / "metrics.json").read_text())
+    assert resumed["trainer/global_step"] == 20 and resumed["val/loss"] == pytest.approx(seed1, rel=1e-3)
 
 
 def finished_run(folder: Path, argv: list[str], loss: float) -> Path:
