@@ -34,9 +34,10 @@ another, e.g. a folder shared by a cluster's users): ``--record`` keeps the thre
 table collected (``metrics.json``, ``run_info.json`` with its commit, machine and wall time, and the resolved
 ``config.yaml``), so a table whose runs do not fit on one machine or in one sitting is built up seed by seed. A
 seed with no finished run under ``<out>`` is collected from its record, but only while the record's ``config.yaml``
-equals the configuration the table run composes to today (up to ``NEUTRAL_CONFIG_KEYS``): a record of a preset
-that has changed since is stale, and that seed is trained again (``--collect`` stops and names the keys that
-differ). ``--no-records`` ignores the archive. The table lists the seeds that came from records, with their commits.
+equals the configuration the table run composes to today (up to ``NEUTRAL_CONFIG_KEYS``; a key in ``LATER_KEYS``,
+added since, counts as its old behaviour where a record lacks it): a record of a preset that has changed since is
+stale, and that seed is trained again (``--collect`` stops and names the keys that differ). ``--no-records`` ignores
+the archive. The table lists the seeds that came from records, with their commits.
 """
 
 from __future__ import annotations
@@ -347,6 +348,12 @@ def essential(overrides: list[str]) -> tuple[list[str], int]:
 NEUTRAL_CONFIG_KEYS = (
     "paths", "logger", "output_dir", "name", "cluster", "trainer.enable_progress_bar", "hydra", "resume",
 )  # fmt: skip
+# Keys added to the configuration after records were made, each with the value that does what the code did before
+# the key existed: a record without one is compared as if it had run with that value (the table run's value must then
+# be the same for the record to stand), so adding an option does not make every record stale.
+LATER_KEYS = {
+    "evaluator.surprise_commit": "flagged",  # memory_surprise committed surprising tokens at flag_level (2026-12-03)
+}
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -404,6 +411,7 @@ def config_differences(source: Path, overrides: list[str], seed: int, ignore: tu
     # paths.data_cache) compare equal on another machine
     folders = [f'paths.{k}="{v}"' for k, v in (run_config.get("paths") or {}).items() if isinstance(v, str)]
     want = _essential_config(composed_config([*overrides, *folders], seed))
+    got.update({k: v for k, v in LATER_KEYS.items() if k in want and k not in got})
     return [
         f"{key}: {got.get(key, '<absent>')!r} != {want.get(key, '<absent>')!r}"
         for key in sorted(set(got) | set(want))

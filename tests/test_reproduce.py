@@ -343,3 +343,28 @@ def test_every_shipped_table_loads_and_its_runs_compose() -> None:
             for run, overrides in table.runs.items():
                 cfg = compose(config_name="config", overrides=[*overrides, "output_dir=/tmp/df-table-check"])
                 assert cfg.name, (name, run)  # a preset or key that does not exist fails to compose
+
+
+def test_every_shipped_record_still_stands_for_its_table(tmp_path: Path) -> None:
+    """Each record in ``records/`` was made with the configuration its table run composes to today (a record that no
+    longer does is stale, and the table's command would train that seed again), so adding a configuration key must
+    come with its old behaviour in ``LATER_KEYS``. The key added last is checked both ways: a record without it
+    stands for the table run with its old value, and not for one with another value."""
+    records = reproduce.RECORDS_DIR
+    checked = 0
+    for folder in sorted(records.glob("*/*/seed_*")):
+        name, run, seed = folder.parent.parent.name, folder.parent.name, int(folder.name.removeprefix("seed_"))
+        table = reproduce.load_table(name)
+        assert run in table.runs, f"{folder}: the table {name} has no run {run!r}"
+        found, stale = reproduce.locate(table, tmp_path / "out", records, run, seed, [])
+        assert found == folder and not stale, f"{folder} is stale: {stale}"
+        checked += 1
+    assert checked >= 70
+    table, folder = reproduce.load_table("robot_swap_cpu"), records / "robot_swap_cpu" / "xf_surprise" / "seed_1"
+    assert "surprise_commit" not in (folder / "config.yaml").read_text()  # made before the key existed
+    overrides = reproduce.run_overrides(table, "xf_surprise", tmp_path / "out", [])
+    ignore = reproduce.ignored(table, "xf_surprise")
+    assert reproduce.config_differences(folder, overrides, 1, ignore) == []
+    assert reproduce.config_differences(folder, [*overrides, "evaluator.surprise_commit=imputed"], 1, ignore) == [
+        "evaluator.surprise_commit: 'flagged' != 'imputed'"
+    ]

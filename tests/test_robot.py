@@ -340,7 +340,8 @@ def test_image_policy_smoke_run_writes_the_dream_video(tmp_path: Path) -> None:
 
 def test_imputed_tokens_never_let_the_corrupted_observation_in(tmp_path: Path) -> None:
     """``memory_imputed`` commits the model's own predicted observation for a flagged token: the episodes are then the
-    same whatever the corruption was, whereas taking the corrupted observation as clean changes them."""
+    same whatever the corruption was, whereas taking the corrupted observation as clean changes them. The same holds
+    for ``memory_surprise`` with ``surprise_commit=imputed`` for the tokens its threshold flags."""
     import torch
 
     from experiments.build import build
@@ -361,6 +362,18 @@ def test_imputed_tokens_never_let_the_corrupted_observation_in(tmp_path: Path) -
             runs[mode, corruption] = np.stack([np.stack(f) for f in frames])
     np.testing.assert_array_equal(runs["memory_imputed", "occlusion"], runs["memory_imputed", "noise"])
     assert not np.array_equal(runs["memory", "occlusion"], runs["memory", "noise"])
+    # memory_surprise with every token surprising: imputed, no observation after the first ever enters the memory
+    # (the episodes are the same under either corruption of every token); flagged at k = 800, they still do
+    for commit in ("imputed", "flagged"):
+        for corruption in ("occlusion", "noise"):
+            evaluator = RobotSwapEvaluator(num_episodes=2, corruption=corruption, corrupt_tokens=[0, 20], seed=3,
+                                           surprise_threshold=-1.0, surprise_commit=commit)  # fmt: skip
+            frames = evaluator.rollout(module, "memory_surprise", record=2)["frames"]
+            runs[commit, corruption] = np.stack([np.stack(f) for f in frames])
+    np.testing.assert_array_equal(runs["imputed", "occlusion"], runs["imputed", "noise"])
+    assert not np.array_equal(runs["flagged", "occlusion"], runs["flagged", "noise"])
+    with pytest.raises(ValueError, match="evaluator.surprise_commit"):
+        RobotSwapEvaluator(surprise_commit="prior")
 
 
 def test_surprise_is_the_observation_part_mismatch() -> None:
@@ -403,7 +416,13 @@ def test_surprise_metrics_count_the_tokens_each_threshold_flags(tmp_path: Path) 
         metrics = evaluator.metrics(result)
         assert metrics["surprise_flagged_clean"] == metrics["surprise_flagged_corrupted"] == rate
         assert metrics["surprise_corrupted_median"] == np.median(result["surprise"][:, 1:4])
+        clean, corrupted = np.delete(result["surprise"], [1, 2, 3], axis=1), result["surprise"][:, 1:4]
+        assert metrics["surprise_clean_max"] == clean.max() and metrics["surprise_corrupted_min"] == corrupted.min()
+        assert clean.min() <= metrics["surprise_clean_p99"] <= clean.max()  # numpy's linear quantile of 36 tokens
+        assert np.mean(clean <= metrics["surprise_clean_p99"]) >= 0.99 - 1 / clean.size
+        assert corrupted.min() <= metrics["surprise_corrupted_p01"] <= np.median(corrupted)
     plain = RobotSwapEvaluator(num_episodes=2, seed=3)
     metrics = plain.metrics(plain.rollout(module, "memory"))
     assert metrics["surprise_clean_median"] >= 0.0
-    assert not any(k.startswith("surprise_flagged") or k == "surprise_corrupted_median" for k in metrics)
+    assert metrics["surprise_clean_max"] >= metrics["surprise_clean_p99"] >= metrics["surprise_clean_median"]
+    assert not any(k.startswith(("surprise_flagged", "surprise_corrupted")) for k in metrics)

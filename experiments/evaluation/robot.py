@@ -15,9 +15,11 @@ to the latent as a clean token. Modes:
   predicted for it (the observation part of the token it sampled, whose actions were executed) and the token is
   committed as clean: the latent keeps its own belief rather than a corrupted or down-weighted observation. Not in
   the paper, which commits flagged observations at a noise level; a named alternative to ``memory_flagged``;
-* ``memory_surprise``: no flag is given; a token is committed at ``flag_level`` when the observation it brings
-  differs from the one the model itself predicted for it by more than ``surprise_threshold`` (mean squared
-  difference in normalised units), otherwise as clean: the model's own surprise decides;
+* ``memory_surprise``: no flag is given; the model's own surprise decides. A token whose observation differs from
+  the one the model itself predicted for it by more than ``surprise_threshold`` (mean squared difference in
+  normalised units) is treated as flagged, the rest are committed as clean. ``surprise_commit`` says how a surprising
+  token is committed: ``flagged`` (at ``flag_level``, as ``memory_flagged`` does; the paper's treatment of a noisy
+  observation) or ``imputed`` (its observation replaced by the prediction, as ``memory_imputed`` does);
 * ``obs_history``: the Diffusion-Policy-like baseline (a model trained with ``dataset.layout=chunk_policy``): the
   action chunk is sampled from the initial latent, conditioned on the last two observations only (states as the
   token's condition; camera frames through the encoder of z_0).
@@ -35,10 +37,11 @@ to the wrong slot), ``fail_dropped`` (an object ends outside every slot or still
 else: the swap is not finished). Every mode that commits tokens to a latent also reports how far the observations
 it received were from its own predictions, the surprise of each committed token (see ``surprise``): its median over
 the clean tokens (``surprise_clean_median``) and, under a corruption, over the corrupted ones
-(``surprise_corrupted_median``). ``memory_surprise`` adds the fraction of clean and of corrupted tokens that its
-threshold flagged (``surprise_flagged_clean``, ``surprise_flagged_corrupted``): the numbers to choose
-``surprise_threshold`` by for a new kind of observation. Media: ``media/robot_<stage>_<mode>.gif`` (front and wrist
-cameras, the moves made).
+(``surprise_corrupted_median``), with the tails a threshold must fall between (``surprise_clean_p99``,
+``surprise_clean_max``, ``surprise_corrupted_p01``, ``surprise_corrupted_min``). ``memory_surprise`` adds the fraction
+of clean and of corrupted tokens that its threshold flagged (``surprise_flagged_clean``,
+``surprise_flagged_corrupted``): the numbers to choose ``surprise_threshold`` by for a new kind of observation.
+Media: ``media/robot_<stage>_<mode>.gif`` (front and wrist cameras, the moves made).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
     from algorithms.diffusion_forcing.module import DiffusionForcing
 
 MODES = ("memory", "memory_flagged", "memory_surprise", "memoryless", "obs_history", "memory_imputed")
+SURPRISE_COMMITS = ("flagged", "imputed")
 CORRUPTIONS = ("none", "occlusion", "noise", "distractor")
 
 
@@ -108,6 +112,7 @@ class RobotSwapEvaluator(DomainEvaluator):
         corrupt_tokens: Sequence[int] = (3, 9),
         flag_level: int = 800,
         surprise_threshold: float = 2.0,
+        surprise_commit: str = "flagged",
         noise_std: float = 0.1,
         gif_episodes: int = 2,
         dream_videos: int = 2,
@@ -130,6 +135,12 @@ class RobotSwapEvaluator(DomainEvaluator):
         self.corruption, self.corrupt_tokens = corruption, (int(corrupt_tokens[0]), int(corrupt_tokens[1]))
         self.flag_level, self.noise_std = int(flag_level), float(noise_std)
         self.surprise_threshold = float(surprise_threshold)
+        if surprise_commit not in SURPRISE_COMMITS:
+            raise ValueError(
+                f"unknown evaluator.surprise_commit {surprise_commit!r}: how memory_surprise commits a surprising "
+                f"token, one of {SURPRISE_COMMITS}"
+            )
+        self.surprise_commit = surprise_commit
         self.num_episodes, self.episode_steps, self.chunk = num_episodes, episode_steps, chunk
         self.plan_tokens, self.modes, self.gif_episodes = plan_tokens, list(modes), gif_episodes
         self.dream_videos = dream_videos
@@ -162,6 +173,11 @@ class RobotSwapEvaluator(DomainEvaluator):
         def frame(seen: np.ndarray, actions: np.ndarray) -> torch.Tensor:  # a normalised token from data units
             parts = [seen, action_planes(actions, size) if images else actions.reshape(n, -1)]
             return module.normalizer.normalize(torch.as_tensor(np.concatenate(parts, axis=1), device=device))
+
+        def impute(real: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:  # the predicted observation part
+            out = real.clone()
+            out[:, :obs_size] = predicted[:, :obs_size]
+            return out
 
         def fresh_latent(seen: np.ndarray) -> torch.Tensor:  # a latent that knows only this observation
             if not images:
@@ -217,7 +233,12 @@ class RobotSwapEvaluator(DomainEvaluator):
                 score = surprise(real, tokens[:, 0], obs_size)
                 scores.append(score.cpu().numpy())
                 corrupted_tokens.append(corrupted)
-                if mode == "memory_surprise":
+                if mode == "memory_surprise" and self.surprise_commit == "imputed":
+                    surprised = (score > self.surprise_threshold).view(-1, *[1] * (real.dim() - 1))
+                    z = sampler.commit_tokens(
+                        cell, z, torch.where(surprised, impute(real, tokens[:, 0]), real)[:, None]
+                    )
+                elif mode == "memory_surprise":
                     surprised = score > self.surprise_threshold
                     z_noisy = self.commit_noisy(sampler, cell, z, real, generator)
                     z_clean = sampler.commit_tokens(cell, z, real[:, None])
@@ -225,9 +246,7 @@ class RobotSwapEvaluator(DomainEvaluator):
                 elif corrupted and flagged:
                     z = self.commit_noisy(sampler, cell, z, real, generator)
                 elif corrupted and mode == "memory_imputed":  # the model's own prediction stands in, as clean
-                    imputed = real.clone()
-                    imputed[:, :obs_size] = tokens[:, 0, :obs_size]
-                    z = sampler.commit_tokens(cell, z, imputed[:, None])
+                    z = sampler.commit_tokens(cell, z, impute(real, tokens[:, 0])[:, None])
                 else:
                     z = sampler.commit_tokens(cell, z, real[:, None])
         finals = [env.arrangement() for env in envs]
@@ -306,7 +325,9 @@ class RobotSwapEvaluator(DomainEvaluator):
         return out
 
     def surprise_metrics(self, result: dict[str, Any]) -> dict[str, float]:
-        """Medians of the committed tokens' surprise ``(episodes, tokens)``, split into clean and corrupted tokens,
+        """The committed tokens' surprise ``(episodes, tokens)``, split into clean and corrupted tokens: medians, the
+        tails a threshold must fall between (the clean tokens' 99th percentile and maximum, the corrupted ones' 1st
+        percentile and minimum: a threshold in ``(surprise_clean_max, surprise_corrupted_min)`` separates them all),
         and for ``memory_surprise`` the fraction of each that the threshold flagged; empty without committed tokens."""
         scores, corrupted = result.get("surprise"), result.get("corrupted_tokens")
         if scores is None or scores.size == 0:
@@ -317,6 +338,11 @@ class RobotSwapEvaluator(DomainEvaluator):
             if part.size == 0:
                 continue
             out[f"surprise_{name}_median"] = float(np.median(part))
+            if name == "clean":
+                out["surprise_clean_p99"], out["surprise_clean_max"] = float(np.quantile(part, 0.99)), float(part.max())
+            else:
+                out["surprise_corrupted_p01"] = float(np.quantile(part, 0.01))
+                out["surprise_corrupted_min"] = float(part.min())
             if result.get("mode") == "memory_surprise":
                 out[f"surprise_flagged_{name}"] = float(np.mean(part > self.surprise_threshold))
         return out
