@@ -360,11 +360,11 @@ def test_every_shipped_record_still_stands_for_its_table(tmp_path: Path) -> None
         assert found == folder and not stale, f"{folder} is stale: {stale}"
         checked += 1
     assert checked >= 70
-    table, folder = reproduce.load_table("robot_swap_cpu"), records / "robot_swap_cpu" / "xf_surprise" / "seed_1"
+    table, folder = reproduce.load_table("robot_swap_cpu"), records / "robot_swap_cpu" / "xtf_occlusion" / "seed_0"
     assert "surprise_commit" not in (folder / "config.yaml").read_text()  # made before the key existed
-    overrides = reproduce.run_overrides(table, "xf_surprise", tmp_path / "out", [])
-    ignore = reproduce.ignored(table, "xf_surprise")
-    assert reproduce.config_differences(folder, overrides, 1, ignore) == []
-    assert reproduce.config_differences(folder, [*overrides, "evaluator.surprise_commit=imputed"], 1, ignore) == [
+    overrides = reproduce.run_overrides(table, "xtf_occlusion", tmp_path / "out", [])
+    ignore = reproduce.ignored(table, "xtf_occlusion")
+    assert reproduce.config_differences(folder, overrides, 0, ignore) == []
+    assert reproduce.config_differences(folder, [*overrides, "evaluator.surprise_commit=imputed"], 0, ignore) == [
         "evaluator.surprise_commit: 'flagged' != 'imputed'"
     ]
